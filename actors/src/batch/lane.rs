@@ -1,0 +1,399 @@
+//! One lane's queue: per-session coalescing (latest wins), due times, batches out, outcomes in.
+//!
+//! Plain data, no actix: the `BatchActor` drives it and the unit tests below call it directly.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::{
+    messages::{Lane, OutboundItem, SessionId, unix_millis},
+    sink::{DeliveryOutcome, backoff_delay},
+};
+
+/// An item waiting in a lane.
+#[derive(Clone, Debug)]
+struct Waiting {
+    /// What goes to Laravel.
+    item: OutboundItem,
+    /// When the lane must flush for it.
+    due: Instant,
+    /// Failed deliveries of this session's item so far (drives its retry delay).
+    attempts: u32,
+}
+
+/// Counters of a lane. `received = sent + coalesced + dead_lettered + dropped + pending` always.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LaneCounters {
+    /// Items accepted.
+    pub received: u64,
+    /// Items replaced by a newer one for the same session before delivery.
+    pub coalesced: u64,
+    /// Items acknowledged by Laravel.
+    pub sent: u64,
+    /// Items Laravel refused for good.
+    pub dead_lettered: u64,
+    /// Items dropped because the lane hit `max_pending`.
+    pub dropped: u64,
+    /// Items handed back for a later try.
+    pub retried: u64,
+    /// Requests made for this lane (one per batch handed to the sink).
+    pub batches: u64,
+}
+
+/// A lane's figures for `/metrics/batch`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LaneStats {
+    /// Counters since start.
+    #[serde(flatten)]
+    pub counters: LaneCounters,
+    /// Items waiting or in flight.
+    pub pending: usize,
+    /// Items in the batch out now.
+    pub in_flight: usize,
+    /// Size of the last batch.
+    pub last_batch_size: usize,
+    /// Largest batch so far.
+    pub max_batch_size: usize,
+    /// When the last batch left, in ms since the epoch.
+    pub last_flush_at: Option<u64>,
+    /// Milliseconds until the lane may send again, while it waits on a failure.
+    pub blocked_for_ms: Option<u64>,
+}
+
+/// What [`LaneQueue::push`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// A new session's item joined the lane.
+    Added,
+    /// It replaced the waiting item of its session.
+    Coalesced,
+    /// It joined, and the lane's oldest item was dropped to stay within `max_pending`.
+    DroppedOldest,
+}
+
+/// The queue of one lane.
+#[derive(Debug)]
+pub struct LaneQueue {
+    /// Which lane.
+    lane: Lane,
+    /// Waiting items, one per session, in arrival order.
+    waiting: IndexMap<SessionId, Waiting>,
+    /// The batch at the sink: session → attempts so far. At most one batch per lane is out, so
+    /// a session's items reach Laravel in order.
+    in_flight: Option<HashMap<SessionId, u32>>,
+    /// No batch leaves before this (breaker open, retries used up).
+    blocked_until: Option<Instant>,
+    /// Counters.
+    counters: LaneCounters,
+    /// Size of the last batch.
+    last_batch_size: usize,
+    /// Largest batch so far.
+    max_batch_size: usize,
+    /// When the last batch left, in ms since the epoch.
+    last_flush_at: Option<u64>,
+}
+
+impl LaneQueue {
+    /// An empty lane.
+    pub fn new(lane: Lane) -> Self {
+        Self {
+            lane,
+            waiting: IndexMap::new(),
+            in_flight: None,
+            blocked_until: None,
+            counters: LaneCounters::default(),
+            last_batch_size: 0,
+            max_batch_size: 0,
+            last_flush_at: None,
+        }
+    }
+
+    /// Adds an item due at `due`; a waiting item of the same session is replaced (its earlier due
+    /// time is kept). Past `max_pending`, the oldest waiting item is dropped.
+    pub fn push(&mut self, item: OutboundItem, due: Instant, max_pending: usize) -> Pushed {
+        self.counters.received += 1;
+        if let Some(waiting) = self.waiting.get_mut(&item.session_id) {
+            waiting.item = item;
+            waiting.due = waiting.due.min(due);
+            waiting.attempts = 0;
+            self.counters.coalesced += 1;
+            return Pushed::Coalesced;
+        }
+        let mut pushed = Pushed::Added;
+        if self.waiting.len() >= max_pending {
+            self.waiting.shift_remove_index(0);
+            self.counters.dropped += 1;
+            pushed = Pushed::DroppedOldest;
+        }
+        self.waiting.insert(
+            item.session_id.clone(),
+            Waiting {
+                item,
+                due,
+                attempts: 0,
+            },
+        );
+        pushed
+    }
+
+    /// Whether a batch should leave now.
+    pub fn is_ready(&self, now: Instant, max_items: usize, draining: bool) -> bool {
+        if self.in_flight.is_some() || self.waiting.is_empty() {
+            return false;
+        }
+        if self.blocked_until.is_some_and(|until| until > now) {
+            return false;
+        }
+        draining
+            || self.waiting.len() >= max_items
+            || self.earliest_due().is_some_and(|due| due <= now)
+    }
+
+    /// When this lane next needs attention, if it holds anything it could send.
+    pub fn next_wake(&self, max_items: usize) -> Option<Instant> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let due = if self.waiting.len() >= max_items {
+            Instant::now()
+        } else {
+            self.earliest_due()?
+        };
+        Some(self.blocked_until.map_or(due, |until| until.max(due)))
+    }
+
+    fn earliest_due(&self) -> Option<Instant> {
+        self.waiting.values().map(|waiting| waiting.due).min()
+    }
+
+    /// Takes the next batch: the `max_items` items due soonest. Call only when [`is_ready`](Self::is_ready).
+    pub fn take_batch(&mut self, max_items: usize) -> Vec<OutboundItem> {
+        let mut order: Vec<(Instant, usize)> = self
+            .waiting
+            .values()
+            .enumerate()
+            .map(|(index, waiting)| (waiting.due, index))
+            .collect();
+        if order.len() > max_items {
+            order.select_nth_unstable(max_items - 1);
+            order.truncate(max_items);
+        }
+        order.sort_unstable_by_key(|&(_, index)| std::cmp::Reverse(index));
+        let mut in_flight = HashMap::with_capacity(order.len());
+        let mut batch = Vec::with_capacity(order.len());
+        for (_, index) in order {
+            if let Some((session_id, waiting)) = self.waiting.swap_remove_index(index) {
+                in_flight.insert(session_id, waiting.attempts);
+                batch.push(waiting.item);
+            }
+        }
+        batch.reverse();
+        self.in_flight = Some(in_flight);
+        self.blocked_until = None;
+        self.counters.batches += 1;
+        self.last_batch_size = batch.len();
+        self.max_batch_size = self.max_batch_size.max(batch.len());
+        self.last_flush_at = Some(unix_millis());
+        batch
+    }
+
+    /// Takes the sink's answer for the batch in flight. Deferred items come back unless a newer
+    /// item of their session arrived meanwhile; each waits `retry_base * 2^attempts` (capped).
+    pub fn settle(
+        &mut self,
+        outcome: DeliveryOutcome,
+        now: Instant,
+        retry_base: Duration,
+        retry_max: Duration,
+    ) {
+        let in_flight = self.in_flight.take().unwrap_or_default();
+        self.counters.sent += outcome.delivered.len() as u64;
+        self.counters.dead_lettered += outcome.dead_lettered.len() as u64;
+        for item in outcome.deferred {
+            self.counters.retried += 1;
+            if self.waiting.contains_key(&item.session_id) {
+                self.counters.coalesced += 1;
+                continue;
+            }
+            let attempts = in_flight.get(&item.session_id).copied().unwrap_or(0) + 1;
+            let due = match outcome.retry_after {
+                Some(_) => now,
+                None => now + backoff_delay(retry_base, retry_max, attempts - 1),
+            };
+            self.waiting.insert(
+                item.session_id.clone(),
+                Waiting {
+                    item,
+                    due,
+                    attempts,
+                },
+            );
+        }
+        if let Some(retry_after) = outcome.retry_after {
+            self.blocked_until = Some(now + retry_after);
+        }
+    }
+
+    /// Items waiting or in flight.
+    pub fn pending(&self) -> usize {
+        self.waiting.len() + self.in_flight.as_ref().map_or(0, HashMap::len)
+    }
+
+    /// Whether nothing waits and nothing is out.
+    pub fn is_idle(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// The lane's figures.
+    pub fn stats(&self, now: Instant) -> LaneStats {
+        LaneStats {
+            counters: self.counters.clone(),
+            pending: self.pending(),
+            in_flight: self.in_flight.as_ref().map_or(0, HashMap::len),
+            last_batch_size: self.last_batch_size,
+            max_batch_size: self.max_batch_size,
+            last_flush_at: self.last_flush_at,
+            blocked_for_ms: self
+                .blocked_until
+                .filter(|until| *until > now)
+                .map(|until| u64::try_from((until - now).as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Which lane.
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{EstadoQr, Payload};
+
+    fn status(session: &str, estado_qr: EstadoQr) -> OutboundItem {
+        OutboundItem {
+            session_id: session.into(),
+            payload: Payload::Status { estado_qr },
+            user_id: None,
+            timestamp: 0,
+        }
+    }
+
+    fn holds_invariant(lane: &LaneQueue) -> bool {
+        let counters = &lane.counters;
+        counters.received
+            == counters.sent
+                + counters.coalesced
+                + counters.dead_lettered
+                + counters.dropped
+                + lane.pending() as u64
+    }
+
+    #[test]
+    fn coalesces_per_session_and_keeps_the_earliest_due_time() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Status);
+        lane.push(
+            status("a", EstadoQr::Pending),
+            now + Duration::from_secs(1),
+            100,
+        );
+        lane.push(
+            status("a", EstadoQr::Active),
+            now + Duration::from_secs(5),
+            100,
+        );
+        lane.push(
+            status("b", EstadoQr::Pending),
+            now + Duration::from_secs(3),
+            100,
+        );
+        assert_eq!(lane.pending(), 2);
+        assert!(!lane.is_ready(now, 10, false));
+        assert!(lane.is_ready(now + Duration::from_secs(1), 10, false));
+        let batch = lane.take_batch(10);
+        assert_eq!(
+            batch,
+            vec![
+                status("a", EstadoQr::Active),
+                status("b", EstadoQr::Pending)
+            ]
+        );
+        assert!(holds_invariant(&lane));
+    }
+
+    #[test]
+    fn batches_take_the_soonest_due_items_up_to_the_limit() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Status);
+        for index in 0..5u64 {
+            lane.push(
+                status(&format!("s{index}"), EstadoQr::Pending),
+                now + Duration::from_secs(10 - index),
+                100,
+            );
+        }
+        assert!(lane.is_ready(now, 3, false), "a full batch leaves at once");
+        let batch = lane.take_batch(3);
+        let ids: Vec<_> = batch.iter().map(|item| item.session_id.as_str()).collect();
+        assert_eq!(ids, vec!["s2", "s3", "s4"]);
+        assert!(
+            !lane.is_ready(now, 3, true),
+            "one batch in flight at a time"
+        );
+    }
+
+    #[test]
+    fn deferred_items_come_back_unless_a_newer_one_arrived() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Status);
+        lane.push(status("a", EstadoQr::Pending), now, 100);
+        lane.push(status("b", EstadoQr::Pending), now, 100);
+        lane.push(status("c", EstadoQr::Pending), now, 100);
+        let batch = lane.take_batch(10);
+        lane.push(status("a", EstadoQr::Active), now, 100);
+        let mut outcome = DeliveryOutcome::default();
+        let mut batch = batch.into_iter();
+        outcome.deferred.push(batch.next().expect("a"));
+        outcome.deferred.push(batch.next().expect("b"));
+        outcome.dead_lettered.push(batch.next().expect("c"));
+        lane.settle(outcome, now, Duration::from_secs(1), Duration::from_secs(8));
+        assert_eq!(lane.pending(), 2);
+        assert_eq!(lane.counters.coalesced, 1);
+        assert_eq!(lane.counters.dead_lettered, 1);
+        assert!(holds_invariant(&lane));
+        let batch = lane.take_batch(10);
+        assert!(batch.contains(&status("a", EstadoQr::Active)));
+        assert!(batch.contains(&status("b", EstadoQr::Pending)));
+    }
+
+    #[test]
+    fn a_blocked_lane_waits_and_overflow_drops_the_oldest() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Qr);
+        lane.push(status("a", EstadoQr::Pending), now, 2);
+        let batch = lane.take_batch(10);
+        lane.settle(
+            DeliveryOutcome {
+                deferred: batch,
+                retry_after: Some(Duration::from_secs(5)),
+                ..DeliveryOutcome::default()
+            },
+            now,
+            Duration::from_secs(1),
+            Duration::from_secs(8),
+        );
+        assert!(!lane.is_ready(now + Duration::from_secs(4), 10, true));
+        assert!(lane.is_ready(now + Duration::from_secs(5), 10, false));
+        lane.push(status("b", EstadoQr::Pending), now, 2);
+        lane.push(status("c", EstadoQr::Pending), now, 2);
+        assert_eq!(lane.counters.dropped, 1);
+        assert!(holds_invariant(&lane));
+    }
+}

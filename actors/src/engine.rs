@@ -1,0 +1,207 @@
+//! The `Engine` trait a `SessionActor` drives: one WhatsApp Web connection, real or simulated.
+//!
+//! An engine reports through an [`EventSender`] handed to it at creation; its commands are
+//! futures that the session runs on its own arbiter (so they need not be `Send`).
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::{Stream, future::LocalBoxFuture};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::messages::SessionId;
+
+/// How many engine events may wait for a session before the engine's sends wait.
+pub const ENGINE_EVENT_BACKLOG: usize = 64;
+
+/// Why a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisconnectReason {
+    /// The phone logged the session out (or it was logged out through wasup): terminal.
+    LoggedOut,
+    /// The link dropped; reconnect with backoff.
+    ConnectionLost,
+    /// Another client took over the connection.
+    ConnectionReplaced,
+    /// WhatsApp asks for a fresh connection (right after pairing): reconnect at once.
+    RestartRequired,
+    /// Every QR reference expired without a scan: terminal.
+    TimedOut,
+}
+
+impl DisconnectReason {
+    /// The wire name, as the simulate API accepts it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::LoggedOut => "logged_out",
+            DisconnectReason::ConnectionLost => "connection_lost",
+            DisconnectReason::ConnectionReplaced => "connection_replaced",
+            DisconnectReason::RestartRequired => "restart_required",
+            DisconnectReason::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// What an engine tells its session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// A QR code to show; `index` counts from 0 within one pairing attempt.
+    Qr {
+        /// The raw QR string (`ref,noise-key,identity-key,adv-secret`).
+        code: String,
+        /// Position in the rotation.
+        index: u32,
+        /// How long this QR stays valid.
+        valid_for: Duration,
+    },
+    /// A phone scanned the QR and the pairing succeeded.
+    Paired {
+        /// The paired phone's number, when known.
+        phone: Option<String>,
+    },
+    /// The connection is open and authenticated.
+    Connected,
+    /// The connection closed.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Failures of engine commands.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine cannot do this (e.g. a simulate hook on the real engine).
+    #[error("the {engine} engine does not support {what}")]
+    Unsupported {
+        /// Engine kind.
+        engine: &'static str,
+        /// The command.
+        what: &'static str,
+    },
+    /// The engine is gone (its task ended).
+    #[error("the engine has stopped")]
+    Stopped,
+    /// Anything the engine reports.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Test hooks the simulated engine understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimulatedAction {
+    /// A phone scans the current QR.
+    Scan,
+    /// The connection closes for this reason.
+    Disconnect(DisconnectReason),
+}
+
+/// One WhatsApp Web connection.
+pub trait Engine {
+    /// `"simulated"`, `"whatsapp"`, ...
+    fn kind(&self) -> &'static str;
+    /// Opens (or reopens) the connection; events follow on the session's channel.
+    fn connect(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>>;
+    /// Logs the account out and forgets its credentials.
+    fn logout(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>>;
+    /// Closes the connection, keeping credentials.
+    fn shutdown(&mut self) -> LocalBoxFuture<'static, ()>;
+    /// Applies a test hook; only the simulated engine accepts them.
+    fn simulate(&mut self, action: SimulatedAction) -> Result<(), EngineError> {
+        let _ = action;
+        Err(EngineError::Unsupported {
+            engine: self.kind(),
+            what: "simulate hooks",
+        })
+    }
+}
+
+/// What an engine factory needs to build one session's engine.
+#[derive(Clone, Debug)]
+pub struct EngineSpec {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its owner in Laravel.
+    pub user_id: Option<u64>,
+    /// Where this session may keep its credentials.
+    pub store_dir: PathBuf,
+}
+
+/// Builds engines; one per process, shared by the registry.
+pub trait EngineFactory: Send + Sync {
+    /// The kind of the engines it builds.
+    fn kind(&self) -> &'static str;
+    /// Builds one session's engine, reporting on `events`.
+    fn create(&self, spec: &EngineSpec, events: EventSender) -> Box<dyn Engine>;
+}
+
+/// Sending half of a session's engine-event channel; counts what waits in it.
+#[derive(Clone, Debug)]
+pub struct EventSender {
+    /// The bounded channel to the session.
+    sender: mpsc::Sender<EngineEvent>,
+    /// Events sent but not yet handled by the session (its mailbox depth for engine events).
+    backlog: Arc<AtomicUsize>,
+}
+
+impl EventSender {
+    /// Sends one event, waiting while the session's backlog is full. Fails once the session is gone.
+    pub async fn send(&self, event: EngineEvent) -> Result<(), EngineError> {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        self.sender.send(event).await.map_err(|_| {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            EngineError::Stopped
+        })
+    }
+}
+
+/// Receiving half: a stream of events plus the backlog counter the session reports.
+pub struct EventReceiver {
+    /// The bounded channel from the engine.
+    receiver: mpsc::Receiver<EngineEvent>,
+    /// Shared with the sender.
+    backlog: Arc<AtomicUsize>,
+}
+
+impl EventReceiver {
+    /// A handle to read the backlog while the stream is owned by the actor.
+    pub fn backlog(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.backlog)
+    }
+
+    /// Turns the receiver into a stream; each yielded event lowers the backlog.
+    pub fn into_stream(self) -> impl Stream<Item = EngineEvent> {
+        let EventReceiver {
+            mut receiver,
+            backlog,
+        } = self;
+        futures_util::stream::poll_fn(move |cx| {
+            let polled = receiver.poll_recv(cx);
+            if let std::task::Poll::Ready(Some(_)) = &polled {
+                backlog.fetch_sub(1, Ordering::Relaxed);
+            }
+            polled
+        })
+    }
+}
+
+/// A bounded engine-event channel.
+pub fn event_channel() -> (EventSender, EventReceiver) {
+    let (sender, receiver) = mpsc::channel(ENGINE_EVENT_BACKLOG);
+    let backlog = Arc::new(AtomicUsize::new(0));
+    (
+        EventSender {
+            sender,
+            backlog: Arc::clone(&backlog),
+        },
+        EventReceiver { receiver, backlog },
+    )
+}

@@ -1,0 +1,35 @@
+//! wasup's actor pipeline: no HTTP server, no config loading, just the actors and their messages.
+//!
+//! # Layout
+//!
+//! ```text
+//! SessionRegistry ─starts/stops/restarts─> SessionActor (one per session, drives an Engine)
+//!                                               │ QrCode / StatusChanged (try_send, held while full)
+//!                                               v
+//!                                          BatchActor (two lanes, per-session coalescing)
+//!                                               │ Deliver { lane, items } → DeliveryOutcome
+//!                                               v
+//!                                          LaravelSink ──HTTP──> Laravel
+//!                                               │ AcquirePermit / RecordOutcome
+//!                                               v
+//!                                          CircuitBreaker
+//! ```
+//!
+//! - [`registry`]: `SessionRegistry` — receives start/stop/list/inspect/simulate/sweep commands
+//!   and each session's state changes, deaths and endings.
+//! - [`session`]: `SessionActor` — receives engine events, `Inspect`, `Simulate`, `StopSession`;
+//!   tells the batch actor and the registry.
+//! - [`batch`]: `BatchActor` — receives `QrCode`, `StatusChanged`, `Drain`; tells the sink.
+//! - [`sink`]: `LaravelSink` — receives `Deliver`; asks and tells the breaker.
+//! - [`breaker`]: `CircuitBreaker` — receives `AcquirePermit`, `RecordOutcome`.
+//! - [`engine`]: the `Engine` trait sessions drive; implementations live in the service crate.
+
+pub mod batch;
+pub mod breaker;
+pub mod crash;
+pub mod engine;
+pub mod messages;
+pub mod qr_image;
+pub mod registry;
+pub mod session;
+pub mod sink;

@@ -1,0 +1,180 @@
+//! Events that cross actors: what a session tells the batching pipeline, and the items Laravel receives.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix::Message;
+use serde::{Deserialize, Serialize};
+
+/// Identifier of one WhatsApp session (one customer phone).
+pub type SessionId = String;
+
+/// The two delivery lanes, each with its own Laravel endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// QR codes, `POST /qr/batch`.
+    Qr,
+    /// Session statuses, `POST /whatsapp/status/batch`.
+    Status,
+}
+
+impl Lane {
+    /// Both lanes, in a fixed order (used for indexing and reporting).
+    pub const ALL: [Lane; 2] = [Lane::Qr, Lane::Status];
+
+    /// Index into per-lane arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Lane::Qr => 0,
+            Lane::Status => 1,
+        }
+    }
+
+    /// Name used in logs, metrics and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Qr => "qr",
+            Lane::Status => "status",
+        }
+    }
+}
+
+/// `estado_qr` as Laravel knows it (SPEC §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EstadoQr {
+    /// A QR is shown, waiting for a scan.
+    Pending,
+    /// Connected.
+    Active,
+    /// Closed, logged out or deleted.
+    Inactive,
+    /// The QR codes timed out without a scan.
+    Expired,
+}
+
+impl EstadoQr {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EstadoQr::Pending => "pending",
+            EstadoQr::Active => "active",
+            EstadoQr::Inactive => "inactive",
+            EstadoQr::Expired => "expired",
+        }
+    }
+}
+
+/// How fast a status must reach Laravel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Sent at the normal status cadence.
+    Normal,
+    /// Connection opened, closed or logged out: sent within `priority_delay`.
+    Urgent,
+}
+
+/// What an outbound item carries, besides its session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Payload {
+    /// A QR code as a `data:image/png;base64,...` URL.
+    Qr {
+        /// The PNG data URL.
+        qr: String,
+    },
+    /// A status change.
+    Status {
+        /// The new status.
+        estado_qr: EstadoQr,
+    },
+}
+
+/// One item of a Laravel batch: `{"session_id":..., "qr"|"estado_qr":..., "user_id":..., "timestamp":...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundItem {
+    /// The session the item is about.
+    pub session_id: SessionId,
+    /// The QR or the status.
+    #[serde(flatten)]
+    pub payload: Payload,
+    /// The Laravel user owning the session, when known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user_id: Option<u64>,
+    /// When the event happened, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+impl OutboundItem {
+    /// The lane this item travels in.
+    pub fn lane(&self) -> Lane {
+        match self.payload {
+            Payload::Qr { .. } => Lane::Qr,
+            Payload::Status { .. } => Lane::Status,
+        }
+    }
+}
+
+/// A session produced a new QR code to forward (already deduplicated and throttled).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct QrCode {
+    /// The item to deliver.
+    pub item: OutboundItem,
+}
+
+/// A session's status changed.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct StatusChanged {
+    /// The item to deliver.
+    pub item: OutboundItem,
+    /// How fast it must reach Laravel.
+    pub urgency: Urgency,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_serialise_to_the_laravel_shape() {
+        let qr = OutboundItem {
+            session_id: "abc".into(),
+            payload: Payload::Qr {
+                qr: "data:image/png;base64,AAAA".into(),
+            },
+            user_id: Some(7),
+            timestamp: 1,
+        };
+        let status = OutboundItem {
+            session_id: "abc".into(),
+            payload: Payload::Status {
+                estado_qr: EstadoQr::Active,
+            },
+            user_id: None,
+            timestamp: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&qr).ok(),
+            Some(
+                serde_json::json!({"session_id":"abc","qr":"data:image/png;base64,AAAA","user_id":7,"timestamp":1})
+            )
+        );
+        assert_eq!(
+            serde_json::to_value(&status).ok(),
+            Some(serde_json::json!({"session_id":"abc","estado_qr":"active","timestamp":2}))
+        );
+        assert_eq!(qr.lane(), Lane::Qr);
+        assert_eq!(status.lane(), Lane::Status);
+    }
+}

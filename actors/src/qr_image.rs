@@ -1,0 +1,82 @@
+//! Renders a raw QR string as the `data:image/png;base64,...` URL Laravel stores.
+
+use base64::Engine as _;
+use qrcode::{Color, EcLevel, QrCode};
+
+/// Pixels per QR module: large enough to scan from a screen.
+const PIXELS_PER_MODULE: usize = 6;
+/// White modules around the code, as the QR standard asks.
+const QUIET_ZONE_MODULES: usize = 4;
+
+/// Why a QR could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum QrImageError {
+    /// The text does not fit in a QR code.
+    #[error("cannot encode the QR text: {0}")]
+    Encode(#[from] qrcode::types::QrError),
+    /// PNG encoding failed.
+    #[error("cannot write the QR PNG: {0}")]
+    Png(#[from] png::EncodingError),
+}
+
+/// Encodes `text` as a black-on-white PNG and returns it as a data URL.
+pub fn qr_data_url(text: &str) -> Result<String, QrImageError> {
+    let png = qr_png(text)?;
+    let mut url = String::with_capacity(22 + png.len() * 4 / 3 + 4);
+    url.push_str("data:image/png;base64,");
+    base64::engine::general_purpose::STANDARD.encode_string(&png, &mut url);
+    Ok(url)
+}
+
+/// Encodes `text` as a black-on-white grayscale PNG.
+pub fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
+    let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::L)?;
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side_modules = modules + 2 * QUIET_ZONE_MODULES;
+    let side = side_modules * PIXELS_PER_MODULE;
+    let mut pixels = vec![255u8; side * side];
+    for (index, color) in colors.iter().enumerate() {
+        if *color != Color::Dark {
+            continue;
+        }
+        let x0 = (index % modules + QUIET_ZONE_MODULES) * PIXELS_PER_MODULE;
+        let y0 = (index / modules + QUIET_ZONE_MODULES) * PIXELS_PER_MODULE;
+        for y in y0..y0 + PIXELS_PER_MODULE {
+            pixels[y * side + x0..y * side + x0 + PIXELS_PER_MODULE].fill(0);
+        }
+    }
+    let side_u32 = u32::try_from(side).unwrap_or(u32::MAX);
+    let mut png_bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut png_bytes, side_u32, side_u32);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&pixels)?;
+        writer.finish()?;
+    }
+    Ok(png_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_png_data_url() {
+        let url = qr_data_url("2@abc,def,ghi,jkl").expect("renders");
+        let encoded = url.strip_prefix("data:image/png;base64,").expect("prefix");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(bytes.len() < 4096, "a QR PNG stays small: {}", bytes.len());
+    }
+
+    #[test]
+    fn different_texts_give_different_images() {
+        assert_ne!(qr_data_url("a").ok(), qr_data_url("b").ok());
+    }
+}

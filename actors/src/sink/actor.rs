@@ -1,0 +1,333 @@
+//! The `LaravelSink` actor: one `Deliver` per batch, answered with what became of each item.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashSet,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use serde::Serialize;
+use slog::{Logger, debug, warn};
+
+use super::{
+    SinkConfig,
+    request::{AttemptResult, batch_body, classify, lane_path, parse_retry_after},
+    retry::backoff_delay,
+};
+use crate::{
+    breaker::{AcquirePermit, CircuitBreaker, Permit, RecordOutcome},
+    messages::{Lane, OutboundItem},
+};
+
+/// Largest answer body read from Laravel.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// Wait suggested to the queue when the breaker actor is gone (shutting down).
+const BREAKER_GONE_WAIT: Duration = Duration::from_secs(1);
+
+/// Delivers one batch of a lane. Items hold at most one entry per session.
+#[derive(Message, Debug)]
+#[rtype(result = "DeliveryOutcome")]
+pub struct Deliver {
+    /// Which endpoint.
+    pub lane: Lane,
+    /// The items, at most `batch.max_items`.
+    pub items: Vec<OutboundItem>,
+}
+
+/// What became of a batch's items. Every item lands in exactly one list.
+#[derive(Debug, Default)]
+pub struct DeliveryOutcome {
+    /// Acknowledged by Laravel.
+    pub delivered: Vec<OutboundItem>,
+    /// Not delivered yet: the queue takes them back (latest wins) and tries later.
+    pub deferred: Vec<OutboundItem>,
+    /// Refused for good (4xx): logged and counted, never retried.
+    pub dead_lettered: Vec<OutboundItem>,
+    /// How long the lane should wait before its next batch, when the sink knows.
+    pub retry_after: Option<Duration>,
+}
+
+impl DeliveryOutcome {
+    fn defer_all(items: Vec<OutboundItem>, retry_after: Duration) -> Self {
+        Self {
+            deferred: items,
+            retry_after: Some(retry_after),
+            ..Self::default()
+        }
+    }
+}
+
+/// Counters for `/metrics/batch`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SinkStats {
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// Requests Laravel answered with 2xx.
+    pub stored: u64,
+    /// Requests that failed in a retryable way.
+    pub retryable_failures: u64,
+    /// Requests refused with a non-retryable 4xx.
+    pub rejected: u64,
+    /// Retries slept for.
+    pub retries: u64,
+    /// Batches handed back to the queue (breaker open, retries used up, partial failure).
+    pub batches_deferred: u64,
+    /// Items Laravel listed in `failed_ids`.
+    pub items_failed_by_laravel: u64,
+    /// Duration of the last request, in milliseconds.
+    pub last_latency_ms: Option<u64>,
+    /// The last failure, for operators.
+    pub last_error: Option<String>,
+}
+
+/// Drains batches to Laravel.
+pub struct LaravelSink {
+    /// Endpoint, auth, timeouts, retries, pacing.
+    config: Rc<SinkConfig>,
+    /// Keep-alive HTTP client (lives on this actor's arbiter).
+    client: awc::Client,
+    /// Asked before each request, told after.
+    breaker: Addr<CircuitBreaker>,
+    /// Earliest start of the next request: two lanes may deliver at once, pacing is shared.
+    next_request_slot: Rc<Cell<Instant>>,
+    /// Shared with running deliveries.
+    stats: Rc<RefCell<SinkStats>>,
+    /// Where delivery problems are logged.
+    log: Logger,
+}
+
+impl LaravelSink {
+    /// A sink; call on the arbiter it will run on (the HTTP client is thread-local).
+    pub fn new(config: SinkConfig, breaker: Addr<CircuitBreaker>, log: Logger) -> Self {
+        let connector = awc::Connector::new()
+            .limit(config.max_connections)
+            .conn_keep_alive(config.keep_alive)
+            .timeout(config.timeout.min(Duration::from_secs(10)));
+        let client = awc::Client::builder()
+            .connector(connector)
+            .timeout(config.timeout)
+            .disable_redirects()
+            .finish();
+        Self {
+            config: Rc::new(config),
+            client,
+            breaker,
+            next_request_slot: Rc::new(Cell::new(Instant::now())),
+            stats: Rc::default(),
+            log,
+        }
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            config: Rc::clone(&self.config),
+            client: self.client.clone(),
+            breaker: self.breaker.clone(),
+            next_request_slot: Rc::clone(&self.next_request_slot),
+            stats: Rc::clone(&self.stats),
+            log: self.log.clone(),
+        }
+    }
+}
+
+impl Actor for LaravelSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for LaravelSink {
+    type Result = ResponseFuture<DeliveryOutcome>;
+
+    fn handle(&mut self, deliver: Deliver, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.delivery().run(deliver))
+    }
+}
+
+/// Reads the sink's counters.
+#[derive(Message, Debug)]
+#[rtype(result = "SinkStats")]
+pub struct GetSinkStats;
+
+impl Handler<GetSinkStats> for LaravelSink {
+    type Result = MessageResult<GetSinkStats>;
+
+    fn handle(&mut self, _: GetSinkStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats.borrow().clone())
+    }
+}
+
+/// One batch's journey: permits, pacing, attempts, retries.
+struct Delivery {
+    config: Rc<SinkConfig>,
+    client: awc::Client,
+    breaker: Addr<CircuitBreaker>,
+    next_request_slot: Rc<Cell<Instant>>,
+    stats: Rc<RefCell<SinkStats>>,
+    log: Logger,
+}
+
+impl Delivery {
+    async fn run(self, Deliver { lane, items }: Deliver) -> DeliveryOutcome {
+        let idempotency_key = uuid::Uuid::new_v4().to_string();
+        let body = match serde_json::to_vec(&batch_body(lane, &items)) {
+            Ok(body) => body,
+            Err(error) => {
+                warn!(self.log, "Batch could not be serialised; dead-lettered."; "lane" => lane.name(), "error" => %error);
+                return DeliveryOutcome {
+                    dead_lettered: items,
+                    ..DeliveryOutcome::default()
+                };
+            }
+        };
+        let url = self.config.url(lane_path(lane));
+        let mut attempt = 0u32;
+        loop {
+            match self.breaker.send(AcquirePermit).await {
+                Ok(Permit::Granted) => {}
+                Ok(Permit::Denied { retry_after }) => {
+                    self.stats.borrow_mut().batches_deferred += 1;
+                    return DeliveryOutcome::defer_all(items, retry_after);
+                }
+                Err(_) => return DeliveryOutcome::defer_all(items, BREAKER_GONE_WAIT),
+            }
+            self.pace().await;
+            let result = self.post(&url, &idempotency_key, attempt, &body).await;
+            let breaker_failure = matches!(
+                result,
+                AttemptResult::Retry {
+                    breaker_failure: true,
+                    ..
+                }
+            );
+            self.breaker.do_send(RecordOutcome {
+                success: !breaker_failure,
+            });
+            match result {
+                AttemptResult::Stored { failed_ids } => {
+                    return self.stored(lane, items, &failed_ids);
+                }
+                AttemptResult::Rejected { status } => {
+                    warn!(self.log, "Laravel refused a batch; dead-lettered.";
+                        "lane" => lane.name(), "status" => status, "items" => items.len(),
+                        "idempotency_key" => &idempotency_key);
+                    let mut stats = self.stats.borrow_mut();
+                    stats.rejected += 1;
+                    stats.last_error = Some(format!("HTTP {status} (dead-lettered)"));
+                    return DeliveryOutcome {
+                        dead_lettered: items,
+                        ..DeliveryOutcome::default()
+                    };
+                }
+                AttemptResult::Retry {
+                    reason,
+                    retry_after,
+                    ..
+                } => {
+                    let delay =
+                        backoff_delay(self.config.backoff_base, self.config.backoff_max, attempt)
+                            .max(retry_after.unwrap_or_default());
+                    {
+                        let mut stats = self.stats.borrow_mut();
+                        stats.retryable_failures += 1;
+                        stats.last_error = Some(reason.clone());
+                    }
+                    if attempt >= self.config.retries {
+                        warn!(self.log, "Batch not delivered after its retries; back in the queue.";
+                            "lane" => lane.name(), "items" => items.len(), "reason" => &reason);
+                        self.stats.borrow_mut().batches_deferred += 1;
+                        return DeliveryOutcome::defer_all(items, delay);
+                    }
+                    debug!(self.log, "Batch delivery failed; retrying.";
+                        "lane" => lane.name(), "attempt" => attempt, "reason" => &reason, "delay" => ?delay);
+                    self.stats.borrow_mut().retries += 1;
+                    actix_rt::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn stored(
+        &self,
+        lane: Lane,
+        items: Vec<OutboundItem>,
+        failed_ids: &HashSet<String>,
+    ) -> DeliveryOutcome {
+        let (deferred, delivered): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .partition(|item| failed_ids.contains(&item.session_id));
+        let mut stats = self.stats.borrow_mut();
+        stats.stored += 1;
+        if !deferred.is_empty() {
+            stats.items_failed_by_laravel += deferred.len() as u64;
+            stats.batches_deferred += 1;
+            debug!(self.log, "Laravel could not store some items; retrying them."; "lane" => lane.name(), "failed" => deferred.len());
+        }
+        DeliveryOutcome {
+            delivered,
+            deferred,
+            ..DeliveryOutcome::default()
+        }
+    }
+
+    /// Waits for this request's pacing slot and books the next one.
+    async fn pace(&self) {
+        let now = Instant::now();
+        let slot = self.next_request_slot.get().max(now);
+        self.next_request_slot
+            .set(slot + self.config.min_request_gap);
+        if slot > now {
+            actix_rt::time::sleep_until(slot.into()).await;
+        }
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        idempotency_key: &str,
+        attempt: u32,
+        body: &[u8],
+    ) -> AttemptResult {
+        let mut request = self
+            .client
+            .post(url)
+            .insert_header(("Idempotency-Key", idempotency_key))
+            .insert_header(("X-Wasup-Attempt", attempt.to_string()))
+            .content_type("application/json");
+        if !self.config.token.is_empty() {
+            request = request.bearer_auth(&self.config.token);
+        }
+        let started = Instant::now();
+        self.stats.borrow_mut().requests += 1;
+        let result = match request.send_body(body.to_vec()).await {
+            Err(error) => AttemptResult::Retry {
+                reason: format!("request failed: {error}"),
+                retry_after: None,
+                breaker_failure: true,
+            },
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let retry_after = parse_retry_after(
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|value| value.to_str().ok()),
+                );
+                let answer = response.body().limit(MAX_ANSWER_BYTES).await;
+                match answer {
+                    Ok(answer) => classify(status, retry_after, &answer),
+                    Err(error) if (200..300).contains(&status) => AttemptResult::Retry {
+                        reason: format!("answer body unreadable: {error}"),
+                        retry_after: None,
+                        breaker_failure: true,
+                    },
+                    Err(_) => classify(status, retry_after, b""),
+                }
+            }
+        };
+        self.stats.borrow_mut().last_latency_ms =
+            Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        result
+    }
+}

@@ -1,0 +1,80 @@
+//! The `[laravel]` settings: where batches go and how hard wasup tries.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the sink talks to Laravel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Base URL of Laravel's API, e.g. `http://127.0.0.1:8000/api`.
+    pub base_url: String,
+    /// Bearer token sent as `Authorization: Bearer ...`; empty sends none.
+    pub token: String,
+    /// Whole-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries of one batch after its first attempt, before it goes back to the queue.
+    pub retries: u32,
+    /// First retry delay; doubles each retry, jittered.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Cap on any retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Minimum gap between the starts of two requests (pacing); zero disables it.
+    #[serde(with = "humantime_serde")]
+    pub min_request_gap: Duration,
+    /// Most open connections to Laravel.
+    pub max_connections: usize,
+    /// How long an idle connection is kept.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8000/api".into(),
+            token: String::new(),
+            timeout: Duration::from_secs(45),
+            retries: 5,
+            backoff_base: Duration::from_secs(3),
+            backoff_max: Duration::from_secs(300),
+            min_request_gap: Duration::from_millis(400),
+            max_connections: 500,
+            keep_alive: Duration::from_secs(60),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Checks the values, naming the field at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(format!(
+                "laravel.base_url must start with http:// or https://, got {:?}",
+                self.base_url
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err("laravel.timeout must be above zero".into());
+        }
+        if self.backoff_base.is_zero() {
+            return Err("laravel.backoff_base must be above zero".into());
+        }
+        if self.backoff_max < self.backoff_base {
+            return Err("laravel.backoff_max must be at least laravel.backoff_base".into());
+        }
+        if self.max_connections == 0 {
+            return Err("laravel.max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The full URL of a path under the base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url.trim_end_matches('/'), path)
+    }
+}

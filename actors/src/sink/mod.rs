@@ -1,0 +1,14 @@
+//! `LaravelSink`: delivers batches to Laravel over HTTP (awc), under the circuit breaker.
+//!
+//! One concern per file: `config` (the `[laravel]` settings), `request` (body, headers and
+//! how an answer is read), `retry` (backoff), `actor` (the actor and its `Deliver` message).
+
+mod actor;
+mod config;
+mod request;
+mod retry;
+
+pub use actor::{Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, SinkStats};
+pub use config::SinkConfig;
+pub use request::{AttemptResult, batch_body, classify};
+pub use retry::backoff_delay;

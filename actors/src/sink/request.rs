@@ -1,0 +1,157 @@
+//! What a batch request looks like on the wire, and how Laravel's answer is read (SPEC §2).
+
+use std::{collections::HashSet, time::Duration};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::messages::{Lane, OutboundItem, SessionId};
+
+/// The endpoint of a lane, under the base URL.
+pub fn lane_path(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Qr => "/qr/batch",
+        Lane::Status => "/whatsapp/status/batch",
+    }
+}
+
+/// `{"qrs":[...]}` or `{"statuses":[...]}`.
+pub fn batch_body(lane: Lane, items: &[OutboundItem]) -> Value {
+    match lane {
+        Lane::Qr => json!({ "qrs": items }),
+        Lane::Status => json!({ "statuses": items }),
+    }
+}
+
+/// How one request attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// Laravel stored the batch, except the sessions listed.
+    Stored {
+        /// Sessions Laravel could not store: retried.
+        failed_ids: HashSet<SessionId>,
+    },
+    /// Worth retrying the whole batch: network error, timeout, 5xx, 408, 429, or `failed` without ids.
+    Retry {
+        /// What went wrong, for logs.
+        reason: String,
+        /// Laravel's `Retry-After`, when given.
+        retry_after: Option<Duration>,
+        /// Whether this counts against the circuit breaker (Laravel unreachable or failing).
+        breaker_failure: bool,
+    },
+    /// A 4xx other than 408/429: the batch will never be accepted; dead-letter it.
+    Rejected {
+        /// The status code.
+        status: u16,
+    },
+}
+
+/// Laravel's answer body: `{"success":true,"updated":N,"failed":M,"failed_ids":[...]}`.
+#[derive(Debug, Default, Deserialize)]
+struct BatchAnswer {
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    failed: Option<u64>,
+    #[serde(default)]
+    failed_ids: Option<Vec<Value>>,
+}
+
+/// Reads an HTTP answer. `body` is only parsed for 2xx answers.
+pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> AttemptResult {
+    match status {
+        200..=299 => classify_stored(body),
+        408 | 429 | 500..=599 => AttemptResult::Retry {
+            reason: format!("HTTP {status}"),
+            retry_after,
+            breaker_failure: true,
+        },
+        _ => AttemptResult::Rejected { status },
+    }
+}
+
+fn classify_stored(body: &[u8]) -> AttemptResult {
+    let answer: BatchAnswer = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(ids) = answer.failed_ids {
+        let failed_ids = ids
+            .into_iter()
+            .map(|id| match id {
+                Value::String(id) => id,
+                other => other.to_string(),
+            })
+            .collect();
+        return AttemptResult::Stored { failed_ids };
+    }
+    let failed = answer.failed.unwrap_or(0);
+    if failed > 0 || answer.success == Some(false) {
+        return AttemptResult::Retry {
+            reason: format!("Laravel reported {failed} failed items without failed_ids"),
+            retry_after: None,
+            breaker_failure: false,
+        };
+    }
+    AttemptResult::Stored {
+        failed_ids: HashSet::new(),
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds.
+pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    value
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_laravel_answers_per_spec() {
+        assert_eq!(
+            classify(200, None, br#"{"success":true,"updated":2,"failed":0}"#),
+            AttemptResult::Stored {
+                failed_ids: HashSet::new()
+            }
+        );
+        assert_eq!(
+            classify(
+                200,
+                None,
+                br#"{"success":true,"updated":1,"failed":1,"failed_ids":["b"]}"#
+            ),
+            AttemptResult::Stored {
+                failed_ids: HashSet::from(["b".to_string()])
+            }
+        );
+        assert!(matches!(
+            classify(200, None, br#"{"success":false,"updated":1,"failed":1}"#),
+            AttemptResult::Retry {
+                breaker_failure: false,
+                ..
+            }
+        ));
+        for status in [408, 429, 500, 503] {
+            assert!(matches!(
+                classify(status, None, b""),
+                AttemptResult::Retry {
+                    breaker_failure: true,
+                    ..
+                }
+            ));
+        }
+        assert_eq!(
+            classify(422, None, b""),
+            AttemptResult::Rejected { status: 422 }
+        );
+        assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(Some("soon")), None);
+    }
+
+    #[test]
+    fn bodies_use_the_lane_key() {
+        assert_eq!(batch_body(Lane::Qr, &[]), json!({"qrs": []}));
+        assert_eq!(batch_body(Lane::Status, &[]), json!({"statuses": []}));
+    }
+}

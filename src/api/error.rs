@@ -1,0 +1,78 @@
+//! API errors: every failure answers JSON `{"error": "...", "code": "..."}` with its status.
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde_json::json;
+use wasup_actors::{registry::RegistryError, session::SessionError};
+
+/// What an API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A registry refusal.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such route.
+    #[error("no such route: {0}")]
+    NoRoute(String),
+    /// The route exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// An actor did not answer (shutting down).
+    #[error("wasup is not answering: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// A short machine-readable code.
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Registry(RegistryError::NotFound(_)) => "not_found",
+            ApiError::Registry(RegistryError::AlreadyExists(_)) => "already_exists",
+            ApiError::Registry(RegistryError::AtCapacity { .. }) => "at_capacity",
+            ApiError::Registry(RegistryError::ShuttingDown) => "shutting_down",
+            ApiError::Registry(RegistryError::Unavailable(_)) => "session_unavailable",
+            ApiError::Registry(RegistryError::Session(SessionError::Closing)) => "session_closing",
+            ApiError::Registry(RegistryError::Session(SessionError::Engine(_))) => "engine_error",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NoRoute(_) => "no_route",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Registry(RegistryError::NotFound(_)) | ApiError::NoRoute(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Registry(RegistryError::AlreadyExists(_) | RegistryError::Session(_)) => {
+                StatusCode::CONFLICT
+            }
+            ApiError::Registry(
+                RegistryError::AtCapacity { .. }
+                | RegistryError::ShuttingDown
+                | RegistryError::Unavailable(_),
+            )
+            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({
+            "error": self.to_string(),
+            "code": self.code(),
+        }))
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(error: actix::MailboxError) -> Self {
+        ApiError::Unavailable(error.to_string())
+    }
+}

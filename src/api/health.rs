@@ -1,0 +1,59 @@
+//! `GET /health` (the truth about the service) and `GET /metrics/batch`.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+use wasup_actors::{
+    batch::GetBatchStats, breaker::GetBreakerSnapshot, messages::unix_millis,
+    registry::GetRegistryStats, sink::GetSinkStats,
+};
+
+use super::{ApiError, AppState};
+
+/// `GET /health`: `ok`, `degraded` (breaker not closed) or `shutting_down` (503).
+pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (sessions, batch, breaker) = futures_util::try_join!(
+        state.registry.send(GetRegistryStats),
+        state.batch.send(GetBatchStats),
+        state.breaker.send(GetBreakerSnapshot),
+    )?;
+    let status = if !sessions.accepting || batch.draining {
+        "shutting_down"
+    } else if breaker.state != "CLOSED" {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let body = json!({
+        "status": status,
+        "timestamp": unix_millis(),
+        "uptimeSeconds": state.started_at.elapsed().as_secs(),
+        "engine": state.config.engine.kind,
+        "activeSessions": sessions.active,
+        "sessions": sessions,
+        "queues": {
+            "qr": { "pending": batch.qr.pending, "inFlight": batch.qr.in_flight, "blockedForMs": batch.qr.blocked_for_ms },
+            "status": { "pending": batch.status.pending, "inFlight": batch.status.in_flight, "blockedForMs": batch.status.blocked_for_ms },
+        },
+        "circuitBreaker": breaker,
+    });
+    Ok(if status == "shutting_down" {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+/// `GET /metrics/batch`: per-lane counters, batch sizes, last flush times, and the sink's figures.
+pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (batch, sink) = futures_util::try_join!(
+        state.batch.send(GetBatchStats),
+        state.sink.send(GetSinkStats)
+    )?;
+    Ok(HttpResponse::Ok().json(json!({
+        "qr": batch.qr,
+        "status": batch.status,
+        "draining": batch.draining,
+        "maxItems": batch.max_items,
+        "sink": sink,
+    })))
+}

@@ -1,0 +1,100 @@
+//! The REST control API (actix-web): routes, shared state, JSON error handling.
+
+mod error;
+mod health;
+mod sessions;
+mod simulate;
+
+use std::{sync::Arc, time::Instant};
+
+use actix::Addr;
+use actix_web::{HttpRequest, HttpResponse, web};
+use wasup_actors::{
+    batch::BatchActor, breaker::CircuitBreaker, registry::SessionRegistry, sink::LaravelSink,
+};
+
+pub use error::ApiError;
+
+use crate::config::Config;
+
+/// Largest JSON body the API reads.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Owns the sessions.
+    pub registry: Addr<SessionRegistry>,
+    /// The batch queue.
+    pub batch: Addr<BatchActor>,
+    /// The Laravel sink.
+    pub sink: Addr<LaravelSink>,
+    /// The breaker.
+    pub breaker: Addr<CircuitBreaker>,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// When the service started.
+    pub started_at: Instant,
+}
+
+/// Registers every route on an app.
+pub fn configure(simulate_hooks: bool) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(
+            web::JsonConfig::default()
+                .limit(MAX_JSON_BODY)
+                .content_type_required(false)
+                .error_handler(|error, _| {
+                    ApiError::BadRequest(format!("invalid JSON body: {error}")).into()
+                }),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
+        )
+        .service(resource("/health").route(web::get().to(health::health)))
+        .service(resource("/metrics/batch").route(web::get().to(health::batch_metrics)))
+        .service(resource("/start").route(web::post().to(sessions::start)))
+        .service(resource("/sessions").route(web::get().to(sessions::list)))
+        .service(
+            resource("/sessions/{id}")
+                .route(web::get().to(sessions::inspect))
+                .route(web::delete().to(sessions::remove)),
+        )
+        .service(
+            resource("/cleanup-pending-sessions").route(web::post().to(sessions::cleanup_pending)),
+        )
+        .service(
+            resource("/cleanup-inactive-sessions")
+                .route(web::post().to(sessions::cleanup_inactive)),
+        );
+        if simulate_hooks {
+            cfg.service(
+                resource("/sessions/{id}/simulate/scan").route(web::post().to(simulate::scan)),
+            )
+            .service(
+                resource("/sessions/{id}/simulate/disconnect")
+                    .route(web::post().to(simulate::disconnect)),
+            )
+            .service(
+                resource("/sessions/{id}/simulate/crash").route(web::post().to(simulate::crash)),
+            );
+        }
+        cfg.default_service(web::to(no_route));
+    }
+}
+
+/// A resource whose unknown methods answer 405 in JSON.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed)
+    }))
+}
+
+async fn no_route(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute(request.path().to_string()))
+}

@@ -1,0 +1,129 @@
+//! Session calls: start, list, inspect, delete, manual sweeps.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use wasup_actors::registry::{
+    CleanupNotConnected, CleanupPending, InspectSession, ListSessions, RemoveSession, StartSession,
+};
+
+use super::{ApiError, AppState};
+
+/// Longest session id a client may choose.
+const MAX_SESSION_ID_LEN: usize = 64;
+
+/// `POST /start` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The Laravel user owning the session.
+    user_id: Option<u64>,
+    /// A chosen id (letters, digits, `-`, `_`); a new one when absent.
+    session_id: Option<String>,
+}
+
+/// Whether a client-chosen id is safe as a key and a directory name.
+fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SESSION_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `POST /start`: creates a session; 201 with its id and first status.
+pub async fn start(
+    state: web::Data<AppState>,
+    body: web::Json<StartRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let StartRequest {
+        user_id,
+        session_id,
+    } = body.into_inner();
+    if let Some(id) = &session_id
+        && !valid_session_id(id)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "session_id must be 1 to {MAX_SESSION_ID_LEN} letters, digits, '-' or '_'"
+        )));
+    }
+    let started = state
+        .registry
+        .send(StartSession {
+            user_id,
+            session_id,
+        })
+        .await??;
+    Ok(HttpResponse::Created().json(started))
+}
+
+/// `GET /sessions`: `sessions`, `pendingSessions`, `pendingCount`.
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.registry.send(ListSessions).await?))
+}
+
+/// `GET /sessions/{id}`: the per-session actor inspection.
+pub async fn inspect(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let report = state
+        .registry
+        .send(InspectSession {
+            session_id: id.into_inner(),
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// `DELETE /sessions/{id}` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// Log out of WhatsApp too.
+    #[serde(default)]
+    logout: bool,
+}
+
+/// `DELETE /sessions/{id}[?logout=true]`: stops and forgets the session, reporting `inactive`.
+pub async fn remove(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<RemoveQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let session_id = id.into_inner();
+    state
+        .registry
+        .send(RemoveSession {
+            session_id: session_id.clone(),
+            logout: query.logout,
+        })
+        .await??;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "session_id": session_id, "status": "inactive", "removed": true })))
+}
+
+/// `POST /cleanup-pending-sessions`: removes never-scanned sessions past the pending timeout.
+pub async fn cleanup_pending(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let removed = state.registry.send(CleanupPending).await?;
+    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+}
+
+/// `POST /cleanup-inactive-sessions`: removes sessions that lost their connection a sweep interval ago.
+pub async fn cleanup_inactive(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let removed = state.registry.send(CleanupNotConnected).await?;
+    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_session_id;
+
+    #[test]
+    fn session_ids_cannot_escape_the_store_directory() {
+        assert!(valid_session_id("abc-123_X"));
+        for bad in ["", "../etc", "a/b", "a b", &"x".repeat(65)] {
+            assert!(!valid_session_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Loads `config.toml`, applies environment overrides, validates: one clear error naming the field.
+//!
+//! Order: file (or defaults when the default path is absent) → `WASUP__SECTION__KEY=value`
+//! for any key → the SPEC's named variables (`PORT`, `LARAVEL_API`, ...) → validation.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use toml::{Table, Value};
+use wasup_actors::{
+    batch::BatchConfig, breaker::BreakerConfig, session::SessionConfig, sink::SinkConfig,
+};
+
+use crate::engine::EngineConfig;
+
+/// The file read when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
+/// Prefix of the generic overrides: `WASUP__BATCH__INTERVAL=1s` sets `batch.interval`.
+pub const ENV_PREFIX: &str = "WASUP__";
+
+/// Every setting of wasup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The REST API.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// WhatsApp engine.
+    pub engine: EngineConfig,
+    /// The Laravel backend.
+    pub laravel: SinkConfig,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Session limits and lifecycle.
+    pub sessions: SessionConfig,
+}
+
+/// The `[http]` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the REST API.
+    pub listen: String,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// On SIGTERM, how long pending batches may take to reach Laravel before wasup exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4000".into(),
+            workers: 0,
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless stdout is a terminal.
+    Auto,
+    /// One JSON object per line (production, journald).
+    Json,
+    /// Readable, for a terminal.
+    Term,
+}
+
+/// The `[log]` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `auto`, `json` or `term`.
+    pub format: LogFormat,
+    /// `trace`, `debug`, `info`, `warning`, `error` or `critical`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every section.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "http.listen must be an address like 127.0.0.1:4000, got {:?}",
+                self.http.listen
+            ));
+        }
+        if self.log.level.parse::<slog::Level>().is_err() {
+            return Err(format!(
+                "log.level must be one of trace, debug, info, warning, error, critical; got {:?}",
+                self.log.level
+            ));
+        }
+        self.engine.validate()?;
+        self.laravel.validate()?;
+        self.batch.validate()?;
+        self.breaker.validate()?;
+        self.sessions.validate()?;
+        if self.laravel.min_request_gap >= self.batch.priority_delay {
+            return Err("laravel.min_request_gap must be shorter than batch.priority_delay, or urgent statuses cannot arrive in time".into());
+        }
+        Ok(())
+    }
+}
+
+/// Reads the file at `path` (defaults when `path` is the default and absent), applies `env`
+/// overrides, validates.
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Config> {
+    let mut table = match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .parse::<Table>()
+            .map_err(|error| anyhow!("{}: {}", path.display(), one_line(&error.to_string())))?,
+        Err(error)
+            if error.kind() == std::io::ErrorKind::NotFound
+                && path == Path::new(DEFAULT_CONFIG_PATH) =>
+        {
+            Table::new()
+        }
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    apply_env(&mut table, env)?;
+    from_table(table)
+}
+
+/// Parses a config file's text (no environment), for tests and tooling.
+pub fn parse(text: &str) -> anyhow::Result<Config> {
+    from_table(
+        text.parse::<Table>()
+            .map_err(|error| anyhow!(one_line(&error.to_string())))?,
+    )
+}
+
+fn from_table(table: Table) -> anyhow::Result<Config> {
+    let config: Config =
+        serde_path_to_error::deserialize(Value::Table(table)).map_err(|error| {
+            let field = error.path().to_string();
+            anyhow!(
+                "config field {field}: {}",
+                one_line(&error.into_inner().to_string())
+            )
+        })?;
+    config
+        .validate()
+        .map_err(|message| anyhow!("config: {message}"))?;
+    Ok(config)
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The SPEC §6 variable names and the key each sets.
+const NAMED_OVERRIDES: &[(&str, &str)] = &[
+    ("LARAVEL_API", "laravel.base_url"),
+    ("LARAVEL_TOKEN", "laravel.token"),
+    ("CIRCUIT_BREAKER_THRESHOLD", "breaker.threshold"),
+    ("CIRCUIT_BREAKER_RESET", "breaker.reset_timeout"),
+    ("MAX_SESSIONS", "sessions.max_active"),
+    ("WASUP_ENGINE", "engine.kind"),
+    ("LOG_LEVEL", "log.level"),
+    ("LOG_FORMAT", "log.format"),
+];
+
+fn apply_env(
+    table: &mut Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    for (name, value) in &env {
+        if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+            let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            if keys.iter().any(String::is_empty) {
+                bail!("environment variable {name}: expected WASUP__SECTION__KEY");
+            }
+            set_path(table, &keys, scalar(value));
+        }
+    }
+    for (variable, key) in NAMED_OVERRIDES {
+        if let Some((_, value)) = env.iter().find(|(name, _)| name == variable) {
+            let value = if *variable == "CIRCUIT_BREAKER_RESET"
+                && value.chars().all(|c| c.is_ascii_digit())
+            {
+                // The seeds give it in milliseconds.
+                Value::String(format!("{value}ms"))
+            } else {
+                scalar(value)
+            };
+            let keys: Vec<String> = key.split('.').map(str::to_string).collect();
+            set_path(table, &keys, value);
+        }
+    }
+    if let Some((_, port)) = env.iter().find(|(name, _)| name == "PORT") {
+        let port: u16 = port.parse().map_err(|_| {
+            anyhow!("environment variable PORT: expected a port number, got {port:?}")
+        })?;
+        let current = table
+            .get("http")
+            .and_then(|http| http.get("listen"))
+            .and_then(Value::as_str)
+            .map_or_else(|| HttpConfig::default().listen, str::to_string);
+        let host = current
+            .rsplit_once(':')
+            .map_or(current.as_str(), |(host, _)| host);
+        set_path(
+            table,
+            &["http".into(), "listen".into()],
+            Value::String(format!("{host}:{port}")),
+        );
+    }
+    Ok(())
+}
+
+/// An environment value as TOML: numbers and booleans as such, anything else as a string.
+fn scalar(text: &str) -> Value {
+    match format!("v = {text}").parse::<Table>() {
+        Ok(mut table) => match table.remove("v") {
+            Some(value @ (Value::Integer(_) | Value::Float(_) | Value::Boolean(_))) => value,
+            _ => Value::String(text.to_string()),
+        },
+        Err(_) => Value::String(text.to_string()),
+    }
+}
+
+fn set_path(table: &mut Table, keys: &[String], value: Value) {
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        let Value::Table(next) = entry else { return };
+        current = next;
+    }
+    current.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_config_toml_is_the_defaults() {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+            .expect("config.toml");
+        assert_eq!(parse(&shipped).expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_generic_and_named_keys() {
+        let path = Path::new("/nonexistent/config.toml");
+        assert!(
+            load(path, env(&[])).is_err(),
+            "an explicit missing file is an error"
+        );
+        let config = load(
+            Path::new(DEFAULT_CONFIG_PATH)
+                .join("does-not-exist")
+                .as_path(),
+            env(&[]),
+        );
+        assert!(config.is_err());
+        let dir = std::env::temp_dir().join(format!("wasup-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[http]\nlisten = \"0.0.0.0:4000\"\n").expect("write");
+        let config = load(
+            &file,
+            env(&[
+                ("WASUP__BATCH__INTERVAL", "1s"),
+                ("WASUP__BATCH__MAX_ITEMS", "10"),
+                ("PORT", "4100"),
+                ("LARAVEL_API", "http://laravel.test/api"),
+                ("CIRCUIT_BREAKER_RESET", "120000"),
+                ("CIRCUIT_BREAKER_THRESHOLD", "10"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.batch.interval, Duration::from_secs(1));
+        assert_eq!(config.batch.max_items, 10);
+        assert_eq!(config.http.listen, "0.0.0.0:4100");
+        assert_eq!(config.laravel.base_url, "http://laravel.test/api");
+        assert_eq!(config.breaker.reset_timeout, Duration::from_secs(120));
+        assert_eq!(config.breaker.threshold, 10);
+    }
+
+    #[test]
+    fn bad_values_name_the_field_in_one_line() {
+        let error = parse("[batch]\ninterval = \"soon\"\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(error.contains("batch.interval"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        let error = parse("[batch]\nmax_itemz = 3\n")
+            .expect_err("unknown")
+            .to_string();
+        assert!(error.contains("max_itemz"), "{error}");
+        let error = parse("[batch]\nmax_items = 0\n")
+            .expect_err("zero")
+            .to_string();
+        assert!(error.contains("batch.max_items"), "{error}");
+        let error = parse("[laravel]\nbase_url = \"ftp://x\"\n")
+            .expect_err("scheme")
+            .to_string();
+        assert!(error.contains("laravel.base_url"), "{error}");
+    }
+}

@@ -1,0 +1,137 @@
+//! wasup, the service: configuration, logging, engines, the REST API, and [`Wasup::start`] which
+//! wires the actor pipeline of `wasup_actors` to them.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod logging;
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use actix::{Actor, Addr};
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use anyhow::Context as _;
+use slog::{Logger, info, warn};
+use wasup_actors::{
+    batch::{BatchActor, Drain, GetBatchStats},
+    breaker::CircuitBreaker,
+    crash::install_panic_hook,
+    registry::{SessionRegistry, StopAllSessions},
+    sink::LaravelSink,
+};
+
+use crate::{api::AppState, config::Config, engine::EngineKind};
+
+/// A running wasup: its address and what shutdown needs.
+pub struct Wasup {
+    /// Where the REST API listens (the real port when configured with port 0).
+    pub addr: SocketAddr,
+    /// The HTTP server.
+    server: ServerHandle,
+    /// Handlers' shared state (actor addresses, config).
+    state: AppState,
+    /// Logger.
+    log: Logger,
+}
+
+/// What a shutdown achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether every pending item reached Laravel before the deadline.
+    pub flushed: bool,
+    /// Items still pending at exit.
+    pub pending: usize,
+}
+
+impl Wasup {
+    /// Starts the actors and the REST API. Call inside an actix system.
+    pub async fn start(config: Config, log: Logger) -> anyhow::Result<Wasup> {
+        install_panic_hook();
+        let config = Arc::new(config);
+        if config.laravel.token.is_empty() {
+            warn!(
+                log,
+                "laravel.token is empty: requests to Laravel carry no Authorization header."
+            );
+        }
+        let breaker = CircuitBreaker::new(config.breaker.clone(), log.clone()).start();
+        let sink = LaravelSink::new(config.laravel.clone(), breaker.clone(), log.clone()).start();
+        let batch = BatchActor::new(config.batch.clone(), sink.clone(), log.clone()).start();
+        let registry = SessionRegistry::new(
+            config.sessions.clone(),
+            config.engine.factory(),
+            config.engine.sessions_dir(),
+            batch.clone(),
+            log.clone(),
+        )
+        .start();
+        let state = AppState {
+            registry,
+            batch,
+            sink,
+            breaker,
+            config: Arc::clone(&config),
+            started_at: Instant::now(),
+        };
+        let simulate_hooks = config.engine.kind == EngineKind::Simulated;
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(app_state.clone()))
+                .configure(api::configure(simulate_hooks))
+        })
+        .disable_signals()
+        .shutdown_timeout(5);
+        if config.http.workers > 0 {
+            server = server.workers(config.http.workers);
+        }
+        let server = server
+            .bind(&config.http.listen)
+            .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        let addr = server
+            .addrs()
+            .first()
+            .copied()
+            .context("the HTTP server bound no address")?;
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        info!(log, "wasup listening."; "addr" => %addr, "engine" => ?config.engine.kind,
+            "laravel" => &config.laravel.base_url);
+        Ok(Wasup {
+            addr,
+            server: handle,
+            state,
+            log,
+        })
+    }
+
+    /// The actors, for in-process callers.
+    pub fn registry(&self) -> &Addr<SessionRegistry> {
+        &self.state.registry
+    }
+
+    /// Graceful shutdown: refuse new sessions, stop every session (no status: they are not logged
+    /// out), flush every batch until `http.shutdown_timeout`, then stop the HTTP server.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let deadline = self.state.config.http.shutdown_timeout;
+        let started = Instant::now();
+        info!(self.log, "Shutting down: stopping sessions and flushing batches."; "deadline" => ?deadline);
+        let _ = actix_rt::time::timeout(deadline, self.state.registry.send(StopAllSessions)).await;
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let flushed = actix_rt::time::timeout(remaining, self.state.batch.send(Drain))
+            .await
+            .is_ok_and(|answer| answer.is_ok());
+        let pending = match self.state.batch.send(GetBatchStats).await {
+            Ok(stats) => stats.qr.pending + stats.status.pending,
+            Err(_) => 0,
+        };
+        if flushed {
+            info!(self.log, "Every batch flushed."; "took" => ?started.elapsed());
+        } else {
+            warn!(self.log, "Shutdown deadline reached with items pending."; "pending" => pending);
+        }
+        self.server.stop(true).await;
+        ShutdownReport { flushed, pending }
+    }
+}
