@@ -1,0 +1,243 @@
+//! A stand-in for Laravel: a real actix-web server on port 0 that answers the SPEC §2 calls,
+//! records every request, keeps the latest stored state per session like Laravel's table would,
+//! and can be told to fail, stall, reject or answer partially.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::ServerHandle, web};
+use serde_json::{Value, json};
+
+/// How the stand-in answers batch calls.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Store everything: `{"success":true,"updated":N,"failed":0}`.
+    Store,
+    /// Answer this status with an error body.
+    Fail(u16),
+    /// Wait this long before answering (as `Store`).
+    Stall(Duration),
+    /// Store all but these sessions, which come back in `failed_ids`.
+    FailIds(HashSet<String>),
+    /// Store nothing and say `failed: N` without ids.
+    FailWithoutIds,
+}
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Request path, e.g. `/api/qr/batch`.
+    pub path: String,
+    /// JSON body.
+    pub body: Value,
+    /// `Authorization` header.
+    pub authorization: Option<String>,
+    /// `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
+    /// The status answered.
+    pub answered: u16,
+}
+
+impl Recorded {
+    /// The items of a batch body (`qrs` or `statuses`).
+    pub fn items(&self) -> Vec<Value> {
+        ["qrs", "statuses"]
+            .iter()
+            .find_map(|key| self.body.get(*key).and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Mutex<Vec<Recorded>>,
+    behaviour: Mutex<Option<Behaviour>>,
+    latency: Mutex<Duration>,
+    /// session → latest stored QR item.
+    qrs: Mutex<HashMap<String, Value>>,
+    /// session → latest stored status item.
+    statuses: Mutex<HashMap<String, Value>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The running stand-in.
+pub struct Laravel {
+    /// Base URL to give wasup (`http://127.0.0.1:PORT/api`).
+    pub url: String,
+    state: Arc<State>,
+    server: ServerHandle,
+}
+
+impl Laravel {
+    /// Starts it on a free loopback port, storing everything.
+    pub async fn start() -> Laravel {
+        let state = Arc::new(State::default());
+        let data = web::Data::from(Arc::clone(&state));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::JsonConfig::default().limit(16 << 20))
+                .route("/api/qr/batch", web::post().to(batch))
+                .route("/api/whatsapp/status/batch", web::post().to(batch))
+                .route("/api/whatsapp/status/{id}", web::get().to(status_of))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind stand-in Laravel");
+        let addr = server.addrs()[0];
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Laravel {
+            url: format!("http://{addr}/api"),
+            state,
+            server: handle,
+        }
+    }
+
+    /// Changes how batch calls are answered from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *lock(&self.state.behaviour) = Some(behaviour);
+    }
+
+    /// Adds latency to every answer.
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.state.latency) = latency;
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.requests).clone()
+    }
+
+    /// Requests to a path ending with `suffix` (`"/qr/batch"`, `"/whatsapp/status/batch"`).
+    pub fn requests_to(&self, suffix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|request| request.path.ends_with(suffix))
+            .collect()
+    }
+
+    /// The latest stored status of a session.
+    pub fn status_of(&self, session_id: &str) -> Option<String> {
+        lock(&self.state.statuses)
+            .get(session_id)
+            .and_then(|item| item.get("estado_qr"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// The latest stored QR item of a session.
+    pub fn qr_of(&self, session_id: &str) -> Option<Value> {
+        lock(&self.state.qrs).get(session_id).cloned()
+    }
+
+    /// Every status item received (stored or not) for a session, in arrival order.
+    pub fn statuses_received(&self, session_id: &str) -> Vec<String> {
+        self.requests_to("/whatsapp/status/batch")
+            .iter()
+            .flat_map(Recorded::items)
+            .filter(|item| item["session_id"] == session_id)
+            .filter_map(|item| item["estado_qr"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Stops the server.
+    pub async fn stop(&self) {
+        self.server.stop(false).await;
+    }
+}
+
+async fn batch(
+    state: web::Data<State>,
+    request: HttpRequest,
+    body: web::Json<Value>,
+) -> HttpResponse {
+    let latency = *lock(&state.latency);
+    let behaviour = lock(&state.behaviour).clone().unwrap_or(Behaviour::Store);
+    if !latency.is_zero() {
+        actix_rt::time::sleep(latency).await;
+    }
+    if let Behaviour::Stall(duration) = &behaviour {
+        actix_rt::time::sleep(*duration).await;
+    }
+    let body = body.into_inner();
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut recorded = Recorded {
+        path: request.path().to_string(),
+        body,
+        authorization: header("authorization"),
+        idempotency_key: header("idempotency-key"),
+        at: Instant::now(),
+        answered: 200,
+    };
+    let items = recorded.items();
+    let store = |items: &[Value]| {
+        let table = if recorded.path.ends_with("/qr/batch") {
+            &state.qrs
+        } else {
+            &state.statuses
+        };
+        let mut table = lock(table);
+        for item in items {
+            if let Some(id) = item["session_id"].as_str() {
+                table.insert(id.to_string(), item.clone());
+            }
+        }
+    };
+    let response = match &behaviour {
+        Behaviour::Store | Behaviour::Stall(_) => {
+            store(&items);
+            HttpResponse::Ok().json(json!({"success": true, "updated": items.len(), "failed": 0}))
+        }
+        Behaviour::Fail(status) => {
+            recorded.answered = *status;
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(*status).expect("status"))
+                .json(json!({"message": "stand-in failure"}))
+        }
+        Behaviour::FailIds(failing) => {
+            let (failed, stored): (Vec<Value>, Vec<Value>) =
+                items.iter().cloned().partition(|item| {
+                    item["session_id"]
+                        .as_str()
+                        .is_some_and(|id| failing.contains(id))
+                });
+            store(&stored);
+            let failed_ids: Vec<&str> = failed
+                .iter()
+                .filter_map(|item| item["session_id"].as_str())
+                .collect();
+            HttpResponse::Ok().json(json!({"success": true, "updated": stored.len(), "failed": failed.len(), "failed_ids": failed_ids}))
+        }
+        Behaviour::FailWithoutIds => {
+            HttpResponse::Ok().json(json!({"success": false, "updated": 0, "failed": items.len()}))
+        }
+    };
+    lock(&state.requests).push(recorded);
+    response
+}
+
+async fn status_of(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
+    match lock(&state.statuses).get(id.as_str()) {
+        Some(item) => HttpResponse::Ok()
+            .json(json!({"session_id": id.as_str(), "estado_qr": item["estado_qr"]})),
+        None => HttpResponse::NotFound().json(json!({"message": "unknown session"})),
+    }
+}

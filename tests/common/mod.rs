@@ -1,0 +1,32 @@
+//! Shared helpers of the black-box tests: a stand-in Laravel, a wasup on port 0, polling waits.
+#![allow(dead_code)]
+
+pub mod laravel;
+pub mod service;
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+pub use laravel::{Behaviour, Laravel};
+pub use service::{TestWasup, fast_config};
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what` then.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
