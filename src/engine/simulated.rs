@@ -206,23 +206,19 @@ async fn rotate_qr_codes(
                 valid_for,
             })
             .await?;
-        let expiry = actix_rt::time::sleep(valid_for);
-        tokio::pin!(expiry);
-        loop {
-            tokio::select! {
-                () = &mut expiry => break,
-                action = inbox.recv() => match action {
-                    Some(SimulatedAction::Scan) => {
-                        paired.set(true);
-                        events.send(EngineEvent::Paired { phone: Some(random_phone()) }).await?;
-                        return events.send(EngineEvent::Disconnected { reason: DisconnectReason::RestartRequired }).await;
-                    }
-                    Some(SimulatedAction::Disconnect(reason)) => {
-                        return events.send(EngineEvent::Disconnected { reason }).await;
-                    }
-                    None => return Ok(()),
-                },
-            }
+        tokio::select! {
+            () = actix_rt::time::sleep(valid_for) => {}
+            action = inbox.recv() => match action {
+                Some(SimulatedAction::Scan) => {
+                    paired.set(true);
+                    events.send(EngineEvent::Paired { phone: Some(random_phone()) }).await?;
+                    return events.send(EngineEvent::Disconnected { reason: DisconnectReason::RestartRequired }).await;
+                }
+                Some(SimulatedAction::Disconnect(reason)) => {
+                    return events.send(EngineEvent::Disconnected { reason }).await;
+                }
+                None => return Ok(()),
+            },
         }
     }
     events

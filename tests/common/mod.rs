@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[allow(unused_imports)]
 pub use laravel::{Behaviour, Laravel};
+#[allow(unused_imports)]
 pub use service::{TestWasup, fast_config};
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what` then.

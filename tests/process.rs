@@ -1,0 +1,141 @@
+//! The `wasup` binary as an operator runs it: bad config exits non-zero with one line; SIGTERM
+//! flushes what is pending to Laravel and exits 0; logs are JSON lines when not on a terminal.
+
+mod common;
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{Laravel, wait_until};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn wasup_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasup"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    command
+}
+
+#[test]
+fn a_bad_config_value_exits_non_zero_with_one_clear_line() {
+    let output = wasup_command()
+        .env("WASUP__BATCH__INTERVAL", "soonish")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("batch.interval"), "{stderr}");
+
+    let output = wasup_command().args(["--config", "/nonexistent.toml"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.toml"));
+}
+
+#[test]
+fn print_config_shows_the_effective_configuration() {
+    let output = wasup_command()
+        .arg("--print-config")
+        .env("PORT", "4999")
+        .env("WASUP__SESSIONS__MAX_ACTIVE", "7")
+        .output()
+        .expect("runs");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("listen = \"127.0.0.1:4999\""), "{text}");
+    assert!(text.contains("max_active = 7"), "{text}");
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+async fn call(client: &awc::Client, method: awc::http::Method, url: String, body: Option<Value>) -> Option<(u16, Value)> {
+    let request = client.request(method, url);
+    let mut response = match body {
+        Some(body) => request.send_json(&body).await.ok()?,
+        None => request.send().await.ok()?,
+    };
+    let bytes = response.body().await.ok()?;
+    Some((response.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+#[actix_rt::test]
+async fn sigterm_flushes_pending_batches_and_exits_zero() {
+    let laravel = Laravel::start().await;
+    let port = free_port();
+    let data_dir = std::env::temp_dir().join(format!("wasup-process-{}", std::process::id()));
+    let child = wasup_command()
+        .env("WASUP__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env("LARAVEL_API", &laravel.url)
+        .env("WASUP__ENGINE__DATA_DIR", &data_dir)
+        .env("WASUP__BATCH__INTERVAL", "60s")
+        .env("WASUP__BATCH__STATUS_INTERVAL", "60s")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wasup");
+    let mut running = Running(child);
+    let client = awc::Client::default();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("wasup answers /health", PATIENCE, || async {
+        call(&client, awc::http::Method::GET, format!("{base}/health"), None)
+            .await
+            .is_some_and(|(status, body)| status == 200 && body["status"] == "ok")
+    })
+    .await;
+    let mut sessions = Vec::new();
+    for user in 0..3 {
+        let (status, body) = call(&client, awc::http::Method::POST, format!("{base}/start"), Some(json!({"user_id": user})))
+            .await
+            .expect("start");
+        assert_eq!(status, 201);
+        sessions.push(body["session_id"].as_str().expect("id").to_string());
+    }
+    wait_until("QRs pending in wasup", PATIENCE, || async {
+        call(&client, awc::http::Method::GET, format!("{base}/metrics/batch"), None)
+            .await
+            .is_some_and(|(_, body)| body["qr"]["pending"] == 3)
+    })
+    .await;
+    assert!(laravel.requests().is_empty());
+
+    let pid = running.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = running.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < PATIENCE, "wasup did not exit after SIGTERM");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "exit status");
+    for session_id in &sessions {
+        assert!(laravel.qr_of(session_id).is_some(), "QR of {session_id} flushed on SIGTERM");
+        assert_eq!(laravel.status_of(session_id).as_deref(), Some("pending"));
+    }
+    let mut stdout = String::new();
+    use std::io::Read;
+    running.0.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("JSON log line: {line}")))
+        .collect();
+    assert!(lines.iter().any(|line| line["msg"] == "Every batch flushed."), "{stdout}");
+    assert!(!stdout.contains("data:image/png"), "QR payloads are never logged");
+    let _ = std::fs::remove_dir_all(data_dir);
+}
