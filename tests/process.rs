@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 const PATIENCE: Duration = Duration::from_secs(15);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn wasup_command() -> Command {
@@ -35,7 +39,10 @@ fn a_bad_config_value_exits_non_zero_with_one_clear_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("batch.interval"), "{stderr}");
 
-    let output = wasup_command().args(["--config", "/nonexistent.toml"]).output().expect("runs");
+    let output = wasup_command()
+        .args(["--config", "/nonexistent.toml"])
+        .output()
+        .expect("runs");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent.toml"));
 }
@@ -62,14 +69,22 @@ impl Drop for Running {
     }
 }
 
-async fn call(client: &awc::Client, method: awc::http::Method, url: String, body: Option<Value>) -> Option<(u16, Value)> {
+async fn call(
+    client: &awc::Client,
+    method: awc::http::Method,
+    url: String,
+    body: Option<Value>,
+) -> Option<(u16, Value)> {
     let request = client.request(method, url);
     let mut response = match body {
         Some(body) => request.send_json(&body).await.ok()?,
         None => request.send().await.ok()?,
     };
     let bytes = response.body().await.ok()?;
-    Some((response.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Some((
+        response.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
 #[actix_rt::test]
@@ -92,50 +107,91 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
     let client = awc::Client::default();
     let base = format!("http://127.0.0.1:{port}");
     wait_until("wasup answers /health", PATIENCE, || async {
-        call(&client, awc::http::Method::GET, format!("{base}/health"), None)
-            .await
-            .is_some_and(|(status, body)| status == 200 && body["status"] == "ok")
+        call(
+            &client,
+            awc::http::Method::GET,
+            format!("{base}/health"),
+            None,
+        )
+        .await
+        .is_some_and(|(status, body)| status == 200 && body["status"] == "ok")
     })
     .await;
     let mut sessions = Vec::new();
     for user in 0..3 {
-        let (status, body) = call(&client, awc::http::Method::POST, format!("{base}/start"), Some(json!({"user_id": user})))
-            .await
-            .expect("start");
+        let (status, body) = call(
+            &client,
+            awc::http::Method::POST,
+            format!("{base}/start"),
+            Some(json!({"user_id": user})),
+        )
+        .await
+        .expect("start");
         assert_eq!(status, 201);
         sessions.push(body["session_id"].as_str().expect("id").to_string());
     }
     wait_until("QRs pending in wasup", PATIENCE, || async {
-        call(&client, awc::http::Method::GET, format!("{base}/metrics/batch"), None)
-            .await
-            .is_some_and(|(_, body)| body["qr"]["pending"] == 3)
+        call(
+            &client,
+            awc::http::Method::GET,
+            format!("{base}/metrics/batch"),
+            None,
+        )
+        .await
+        .is_some_and(|(_, body)| body["qr"]["pending"] == 3)
     })
     .await;
     assert!(laravel.requests().is_empty());
 
     let pid = running.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
     let started = Instant::now();
     let status = loop {
         if let Some(status) = running.0.try_wait().expect("wait") {
             break status;
         }
-        assert!(started.elapsed() < PATIENCE, "wasup did not exit after SIGTERM");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "wasup did not exit after SIGTERM"
+        );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0), "exit status");
     for session_id in &sessions {
-        assert!(laravel.qr_of(session_id).is_some(), "QR of {session_id} flushed on SIGTERM");
+        assert!(
+            laravel.qr_of(session_id).is_some(),
+            "QR of {session_id} flushed on SIGTERM"
+        );
         assert_eq!(laravel.status_of(session_id).as_deref(), Some("pending"));
     }
     let mut stdout = String::new();
     use std::io::Read;
-    running.0.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read");
+    running
+        .0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
     let lines: Vec<Value> = stdout
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("JSON log line: {line}")))
         .collect();
-    assert!(lines.iter().any(|line| line["msg"] == "Every batch flushed."), "{stdout}");
-    assert!(!stdout.contains("data:image/png"), "QR payloads are never logged");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["msg"] == "Every batch flushed."),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("data:image/png"),
+        "QR payloads are never logged"
+    );
     let _ = std::fs::remove_dir_all(data_dir);
 }

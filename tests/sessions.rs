@@ -15,10 +15,22 @@ async fn a_scan_connects_and_a_logout_reports_inactive_and_removes_the_session()
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("pending", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("pending") }).await;
+    wait_until("pending", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("pending")
+    })
+    .await;
 
-    assert_eq!(wasup.post(&format!("/sessions/{session_id}/simulate/scan"), &json!({})).await.0, 202);
-    wait_until("active", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("active") }).await;
+    assert_eq!(
+        wasup
+            .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
+            .await
+            .0,
+        202
+    );
+    wait_until("active", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("active")
+    })
+    .await;
     let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
     assert_eq!(inspection["state"], "active");
     assert!(inspection["actor"]["phone"].is_string());
@@ -28,12 +40,24 @@ async fn a_scan_connects_and_a_logout_reports_inactive_and_removes_the_session()
     assert_eq!(wasup.get("/health").await.1["activeSessions"], 1);
 
     let (status, _) = wasup
-        .post(&format!("/sessions/{session_id}/simulate/disconnect"), &json!({"reason": "logged_out"}))
+        .post(
+            &format!("/sessions/{session_id}/simulate/disconnect"),
+            &json!({"reason": "logged_out"}),
+        )
         .await;
     assert_eq!(status, 202);
-    wait_until("inactive", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("inactive") }).await;
-    wait_until("removed", PATIENCE, || async { wasup.get(&format!("/sessions/{session_id}")).await.0 == 404 }).await;
-    assert_eq!(laravel.statuses_received(&session_id), vec!["pending", "active", "inactive"]);
+    wait_until("inactive", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("inactive")
+    })
+    .await;
+    wait_until("removed", PATIENCE, || async {
+        wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
+    })
+    .await;
+    assert_eq!(
+        laravel.statuses_received(&session_id),
+        vec!["pending", "active", "inactive"]
+    );
 }
 
 #[actix_rt::test]
@@ -41,13 +65,24 @@ async fn a_lost_connection_reconnects_with_backoff_and_stays_one_session() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("a QR", PATIENCE, || async { laravel.qr_of(&session_id).is_some() }).await;
-    wasup.post(&format!("/sessions/{session_id}/simulate/scan"), &json!({})).await;
-    wait_until("active", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("active") }).await;
+    wait_until("a QR", PATIENCE, || async {
+        laravel.qr_of(&session_id).is_some()
+    })
+    .await;
+    wasup
+        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
+        .await;
+    wait_until("active", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("active")
+    })
+    .await;
 
     for reason in ["connection_lost", "connection_replaced"] {
         let (status, body) = wasup
-            .post(&format!("/sessions/{session_id}/simulate/disconnect"), &json!({ "reason": reason }))
+            .post(
+                &format!("/sessions/{session_id}/simulate/disconnect"),
+                &json!({ "reason": reason }),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
         wait_until("reconnected", PATIENCE, || async {
@@ -69,8 +104,14 @@ async fn a_never_scanned_session_times_out_as_expired() {
     config.sessions.pending_timeout = Duration::from_millis(500);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("pending", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("pending") }).await;
-    wait_until("expired", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("expired") }).await;
+    wait_until("pending", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("pending")
+    })
+    .await;
+    wait_until("expired", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("expired")
+    })
+    .await;
     assert_eq!(wasup.get(&format!("/sessions/{session_id}")).await.0, 404);
     assert_eq!(wasup.get("/sessions").await.1["pendingCount"], 0);
 }
@@ -83,7 +124,10 @@ async fn the_qr_codes_running_out_expire_the_session() {
     config.engine.simulated.qr_ttl = Duration::from_millis(30);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("expired", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("expired") }).await;
+    wait_until("expired", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("expired")
+    })
+    .await;
     assert_eq!(wasup.get(&format!("/sessions/{session_id}")).await.0, 404);
 }
 
@@ -99,10 +143,18 @@ async fn manual_sweeps_answer_how_many_sessions_they_removed() {
     let wasup = TestWasup::start(config).await;
     let pending = wasup.start_session(1).await;
     let connected = wasup.start_session(2).await;
-    wasup.post(&format!("/sessions/{connected}/simulate/scan"), &json!({})).await;
-    wait_until("active", PATIENCE, || async { laravel.status_of(&connected).as_deref() == Some("active") }).await;
     wasup
-        .post(&format!("/sessions/{connected}/simulate/disconnect"), &json!({"reason": "connection_lost"}))
+        .post(&format!("/sessions/{connected}/simulate/scan"), &json!({}))
+        .await;
+    wait_until("active", PATIENCE, || async {
+        laravel.status_of(&connected).as_deref() == Some("active")
+    })
+    .await;
+    wasup
+        .post(
+            &format!("/sessions/{connected}/simulate/disconnect"),
+            &json!({"reason": "connection_lost"}),
+        )
         .await;
     actix_rt::time::sleep(Duration::from_millis(400)).await;
 
@@ -111,7 +163,8 @@ async fn manual_sweeps_answer_how_many_sessions_they_removed() {
     let (status, body) = wasup.post("/cleanup-inactive-sessions", &json!({})).await;
     assert_eq!((status, body["removed"].as_u64()), (200, Some(1)));
     wait_until("reported", PATIENCE, || async {
-        laravel.status_of(&pending).as_deref() == Some("expired") && laravel.status_of(&connected).as_deref() == Some("inactive")
+        laravel.status_of(&pending).as_deref() == Some("expired")
+            && laravel.status_of(&connected).as_deref() == Some("inactive")
     })
     .await;
     assert_eq!(wasup.get("/sessions").await.1["sessions"], json!([]));
@@ -122,20 +175,33 @@ async fn a_panicking_session_actor_is_restarted_and_its_crash_is_kept_for_inspec
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("a QR", PATIENCE, || async { laravel.qr_of(&session_id).is_some() }).await;
+    wait_until("a QR", PATIENCE, || async {
+        laravel.qr_of(&session_id).is_some()
+    })
+    .await;
     let first_qr = laravel.qr_of(&session_id);
 
-    let (status, _) = wasup.post(&format!("/sessions/{session_id}/simulate/crash"), &json!({})).await;
+    let (status, _) = wasup
+        .post(
+            &format!("/sessions/{session_id}/simulate/crash"),
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, 202);
     wait_until("restarted once and answering", PATIENCE, || async {
         let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
-        inspection["restarts"] == 1 && inspection["responsive"] == true && inspection["generation"] == 2
+        inspection["restarts"] == 1
+            && inspection["responsive"] == true
+            && inspection["generation"] == 2
     })
     .await;
     let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
     let crash = inspection["last_crash"].as_str().expect("crash reason");
     assert!(crash.contains("simulated crash"), "{crash}");
-    wait_until("a fresh QR after the restart", PATIENCE, || async { laravel.qr_of(&session_id) != first_qr }).await;
+    wait_until("a fresh QR after the restart", PATIENCE, || async {
+        laravel.qr_of(&session_id) != first_qr
+    })
+    .await;
     assert_eq!(wasup.get("/health").await.1["sessions"]["crashes"], 1);
 }
 
@@ -152,7 +218,12 @@ async fn a_session_crashing_over_and_over_is_given_up_as_inactive() {
             wasup.get(&format!("/sessions/{session_id}")).await.1["responsive"] == true
         })
         .await;
-        wasup.post(&format!("/sessions/{session_id}/simulate/crash"), &json!({})).await;
+        wasup
+            .post(
+                &format!("/sessions/{session_id}/simulate/crash"),
+                &json!({}),
+            )
+            .await;
         if crash < 3 {
             wait_until("restarted", PATIENCE, || async {
                 wasup.get(&format!("/sessions/{session_id}")).await.1["restarts"] == crash
@@ -160,7 +231,10 @@ async fn a_session_crashing_over_and_over_is_given_up_as_inactive() {
             .await;
         }
     }
-    wait_until("given up", PATIENCE, || async { wasup.get(&format!("/sessions/{session_id}")).await.0 == 404 }).await;
+    wait_until("given up", PATIENCE, || async {
+        wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
+    })
+    .await;
     wait_until("inactive reported", PATIENCE, || async {
         laravel.status_of(&session_id).as_deref() == Some("inactive")
     })
@@ -172,11 +246,19 @@ async fn delete_stops_the_session_and_reports_inactive() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    let (status, body) = wasup.delete(&format!("/sessions/{session_id}?logout=true")).await;
+    let (status, body) = wasup
+        .delete(&format!("/sessions/{session_id}?logout=true"))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["removed"], true);
-    wait_until("inactive", PATIENCE, || async { laravel.status_of(&session_id).as_deref() == Some("inactive") }).await;
-    assert_eq!(wasup.delete(&format!("/sessions/{session_id}")).await.0, 404);
+    wait_until("inactive", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("inactive")
+    })
+    .await;
+    assert_eq!(
+        wasup.delete(&format!("/sessions/{session_id}")).await.0,
+        404
+    );
 }
 
 #[actix_rt::test]
@@ -202,12 +284,27 @@ async fn bad_input_gets_a_json_error_with_the_right_status() {
         (Method::POST, "/start", "{not json", 400),
         (Method::POST, "/start", r#"{"user_id":"seven"}"#, 400),
         (Method::POST, "/start", r#"{"user_id":-1}"#, 400),
-        (Method::POST, "/start", r#"{"user_id":1,"session_id":"../../etc"}"#, 400),
-        (Method::POST, "/start", r#"{"user_id":1,"surprise":true}"#, 400),
+        (
+            Method::POST,
+            "/start",
+            r#"{"user_id":1,"session_id":"../../etc"}"#,
+            400,
+        ),
+        (
+            Method::POST,
+            "/start",
+            r#"{"user_id":1,"surprise":true}"#,
+            400,
+        ),
         (Method::GET, "/sessions/nope", "", 404),
         (Method::DELETE, "/sessions/nope", "", 404),
         (Method::POST, "/sessions/nope/simulate/scan", "", 404),
-        (Method::POST, "/sessions/nope/simulate/disconnect", r#"{"reason":"exploded"}"#, 400),
+        (
+            Method::POST,
+            "/sessions/nope/simulate/disconnect",
+            r#"{"reason":"exploded"}"#,
+            400,
+        ),
         (Method::GET, "/no/such/route", "", 404),
         (Method::PUT, "/start", "{}", 405),
         (Method::GET, "/start", "", 405),
@@ -215,12 +312,31 @@ async fn bad_input_gets_a_json_error_with_the_right_status() {
     for (method, path, body, expected) in cases {
         let (status, answer) = wasup.send_raw(method.clone(), path, body).await;
         assert_eq!(status, expected, "{method} {path} {body} → {answer}");
-        assert!(answer["error"].is_string(), "{method} {path}: JSON error body, got {answer}");
+        assert!(
+            answer["error"].is_string(),
+            "{method} {path}: JSON error body, got {answer}"
+        );
     }
-    let (status, body) = wasup.post("/start", &json!({"user_id": 1, "session_id": "chosen-id_1"})).await;
-    assert_eq!((status, body["session_id"].as_str()), (201, Some("chosen-id_1")));
-    let (status, body) = wasup.post("/start", &json!({"user_id": 1, "session_id": "chosen-id_1"})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("already_exists")));
+    let (status, body) = wasup
+        .post(
+            "/start",
+            &json!({"user_id": 1, "session_id": "chosen-id_1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["session_id"].as_str()),
+        (201, Some("chosen-id_1"))
+    );
+    let (status, body) = wasup
+        .post(
+            "/start",
+            &json!({"user_id": 1, "session_id": "chosen-id_1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_exists"))
+    );
 }
 
 #[actix_rt::test]
@@ -246,7 +362,10 @@ async fn shutdown_flushes_every_pending_item_before_it_returns() {
     assert!(report.flushed, "{report:?}");
     assert_eq!(report.pending, 0);
     for session_id in &sessions {
-        assert!(laravel.qr_of(session_id).is_some(), "QR of {session_id} flushed");
+        assert!(
+            laravel.qr_of(session_id).is_some(),
+            "QR of {session_id} flushed"
+        );
         assert_eq!(laravel.status_of(session_id).as_deref(), Some("pending"));
     }
 }

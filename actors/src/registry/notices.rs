@@ -1,0 +1,88 @@
+//! What session actors tell the registry: state changes, endings, deaths.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::SessionRegistry;
+use crate::{messages::SessionId, session::SessionState};
+
+/// A session actor reports its new state.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionStateChanged {
+    /// The session.
+    pub session_id: SessionId,
+    /// The reporting incarnation.
+    pub generation: u64,
+    /// Its new state.
+    pub state: SessionState,
+}
+
+impl Handler<SessionStateChanged> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, changed: SessionStateChanged, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&changed.session_id)
+            && entry.generation == changed.generation
+        {
+            entry.record_state(changed.state, Instant::now());
+        }
+    }
+}
+
+/// A session ended by itself (logout, QR expiry, idle, gave up reconnecting, renewal).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionFinished {
+    /// The session.
+    pub session_id: SessionId,
+    /// The reporting incarnation.
+    pub generation: u64,
+    /// Why.
+    pub reason: String,
+    /// Start a fresh incarnation (max lifetime reached) instead of forgetting it.
+    pub renew: bool,
+}
+
+impl Handler<SessionFinished> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, finished: SessionFinished, ctx: &mut Context<Self>) {
+        let current = self
+            .sessions
+            .get(&finished.session_id)
+            .is_some_and(|entry| entry.generation == finished.generation);
+        if !current {
+            return;
+        }
+        if finished.renew && self.accepting {
+            if let Some(entry) = self.sessions.get_mut(&finished.session_id) {
+                entry.renewals += 1;
+            }
+            self.launch(&finished.session_id, ctx);
+        } else {
+            self.sessions.remove(&finished.session_id);
+        }
+    }
+}
+
+/// A session actor died without a clean stop (sent by its death notice).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SessionDied {
+    /// The session.
+    pub session_id: SessionId,
+    /// The incarnation that died.
+    pub generation: u64,
+    /// The panic message, or why it is thought dead.
+    pub reason: String,
+}
+
+impl Handler<SessionDied> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, died: SessionDied, ctx: &mut Context<Self>) {
+        self.crashed(&died.session_id, died.generation, died.reason, ctx);
+    }
+}

@@ -1,0 +1,143 @@
+//! How a session hands its QR codes and statuses on: render, dedupe, throttle, and hold what
+//! the full batch mailbox cannot take yet (the latest per lane), retrying shortly.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use slog::warn;
+
+use super::{QrDecision, SessionActor, SessionState};
+use crate::{
+    messages::{EstadoQr, OutboundItem, Payload, QrCode, StatusChanged, Urgency, unix_millis},
+    qr_image::qr_data_url,
+};
+
+/// How soon a session retries handing an event to a full batch mailbox.
+const FULL_MAILBOX_RETRY: Duration = Duration::from_millis(20);
+
+/// Events the batch mailbox could not take yet; the latest per lane is kept.
+#[derive(Default)]
+pub(super) struct HeldEvents {
+    /// The newest QR not yet accepted.
+    pub(super) qr: Option<QrCode>,
+    /// The newest status not yet accepted.
+    pub(super) status: Option<StatusChanged>,
+    /// Whether a retry is scheduled.
+    pub(super) retry_scheduled: bool,
+}
+
+impl SessionActor {
+    pub(super) fn item(&self, payload: Payload) -> OutboundItem {
+        OutboundItem {
+            session_id: self.session_id.clone(),
+            payload,
+            user_id: self.user_id,
+            timestamp: unix_millis(),
+        }
+    }
+
+    pub(super) fn status_event(
+        &mut self,
+        estado_qr: EstadoQr,
+        urgency: Urgency,
+    ) -> Option<StatusChanged> {
+        if self.last_status == Some(estado_qr) {
+            return None;
+        }
+        self.last_status = Some(estado_qr);
+        Some(StatusChanged {
+            item: self.item(Payload::Status { estado_qr }),
+            urgency,
+        })
+    }
+
+    pub(super) fn report_status(
+        &mut self,
+        estado_qr: EstadoQr,
+        urgency: Urgency,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(event) = self.status_event(estado_qr, urgency) {
+            self.held.status = Some(event);
+            self.flush_held(ctx);
+        }
+    }
+
+    pub(super) fn forward_qr(&mut self, code: &str, ctx: &mut Context<Self>) {
+        match qr_data_url(code) {
+            Ok(qr) => {
+                self.qr_forwarded += 1;
+                self.held.qr = Some(QrCode {
+                    item: self.item(Payload::Qr { qr }),
+                });
+                self.flush_held(ctx);
+                self.report_status(EstadoQr::Pending, Urgency::Normal, ctx);
+            }
+            Err(error) => {
+                warn!(self.log, "QR could not be rendered."; "error" => %error);
+                self.last_error = Some(error.to_string());
+            }
+        }
+    }
+
+    /// Hands held events to the batch actor without waiting; what does not fit is retried soon.
+    pub(super) fn flush_held(&mut self, ctx: &mut Context<Self>) {
+        if let Some(event) = self.held.qr.take() {
+            match self.batch.try_send(event) {
+                Err(SendError::Full(event)) => self.held.qr = Some(event),
+                Ok(()) | Err(SendError::Closed(_)) => {}
+            }
+        }
+        if let Some(event) = self.held.status.take() {
+            match self.batch.try_send(event) {
+                Err(SendError::Full(event)) => self.held.status = Some(event),
+                Ok(()) | Err(SendError::Closed(_)) => {}
+            }
+        }
+        let anything_held = self.held.qr.is_some() || self.held.status.is_some();
+        if anything_held && !self.held.retry_scheduled {
+            self.held.retry_scheduled = true;
+            ctx.run_later(FULL_MAILBOX_RETRY, |actor, ctx| {
+                actor.held.retry_scheduled = false;
+                actor.flush_held(ctx);
+            });
+        }
+    }
+
+    pub(super) fn on_qr(&mut self, code: String, ctx: &mut Context<Self>) {
+        self.qr_count += 1;
+        let now = Instant::now();
+        self.last_qr_at = Some(now);
+        if matches!(
+            self.state,
+            SessionState::Starting | SessionState::Connecting
+        ) {
+            self.set_state(SessionState::Pending);
+        }
+        match self.qr.offer(code, now, self.config.qr_throttle) {
+            QrDecision::Forward(code) => self.forward_qr(&code, ctx),
+            QrDecision::HoldUntil(at) => {
+                if self.qr_release.is_none() {
+                    let handle = ctx.run_later(at.saturating_duration_since(now), |actor, ctx| {
+                        actor.qr_release = None;
+                        if let Some(code) =
+                            actor.qr.release(Instant::now(), actor.config.qr_throttle)
+                        {
+                            actor.forward_qr(&code, ctx);
+                        }
+                    });
+                    self.qr_release = Some(handle);
+                }
+            }
+            QrDecision::Duplicate => {}
+        }
+    }
+
+    pub(super) fn discard_held_qr(&mut self, ctx: &mut Context<Self>) {
+        self.qr.discard_held();
+        self.held.qr = None;
+        if let Some(handle) = self.qr_release.take() {
+            ctx.cancel_future(handle);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! How a session's connection lives and ends: connected, dropped (reconnect with backoff),
+//! logged out or expired (finish), idle or too old (housekeeping).
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use slog::info;
+
+use super::{SessionActor, SessionState};
+use crate::{
+    engine::DisconnectReason,
+    messages::{EstadoQr, Urgency},
+    registry::SessionFinished,
+    sink::backoff_delay,
+};
+
+/// How a session ends.
+#[derive(Clone, Debug)]
+pub(super) struct Ending {
+    /// Status to report to Laravel, if any.
+    pub(super) report: Option<EstadoQr>,
+    /// Log out of WhatsApp (forget credentials) rather than just close.
+    pub(super) logout: bool,
+    /// Why, for logs and the registry.
+    pub(super) reason: String,
+    /// Tell the registry (when the session ends by itself, not on the registry's word).
+    pub(super) notify_registry: bool,
+    /// Ask the registry for a fresh incarnation (max lifetime reached).
+    pub(super) renew: bool,
+}
+
+impl SessionActor {
+    pub(super) fn on_connected(&mut self, ctx: &mut Context<Self>) {
+        self.discard_held_qr(ctx);
+        self.reconnect_attempts = 0;
+        self.connected_at = Some(Instant::now());
+        self.set_state(SessionState::Active);
+        info!(self.log, "Session connected.");
+        self.report_status(EstadoQr::Active, Urgency::Urgent, ctx);
+    }
+
+    pub(super) fn on_disconnected(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
+        self.connected_at = None;
+        match reason {
+            DisconnectReason::LoggedOut => self.finish(
+                Ending {
+                    report: Some(EstadoQr::Inactive),
+                    logout: true,
+                    reason: "logged out".into(),
+                    notify_registry: true,
+                    renew: false,
+                },
+                ctx,
+            ),
+            DisconnectReason::TimedOut => self.finish(
+                Ending {
+                    report: Some(EstadoQr::Expired),
+                    logout: false,
+                    reason: "every QR code expired without a scan".into(),
+                    notify_registry: true,
+                    renew: false,
+                },
+                ctx,
+            ),
+            DisconnectReason::RestartRequired => {
+                self.set_state(SessionState::Pairing);
+                self.connect(ctx);
+            }
+            DisconnectReason::ConnectionLost | DisconnectReason::ConnectionReplaced => {
+                self.connection_dropped(reason.as_str().to_string(), ctx);
+            }
+        }
+    }
+
+    pub(super) fn connection_dropped(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        self.last_error = Some(reason.clone());
+        self.reconnect_attempts += 1;
+        if self.reconnect_attempts > self.config.reconnect_max_attempts {
+            let reason = format!(
+                "gave up after {} reconnect attempts ({reason})",
+                self.config.reconnect_max_attempts
+            );
+            return self.finish(
+                Ending {
+                    report: Some(EstadoQr::Inactive),
+                    logout: false,
+                    reason,
+                    notify_registry: true,
+                    renew: false,
+                },
+                ctx,
+            );
+        }
+        let delay = backoff_delay(
+            self.config.reconnect_base,
+            self.config.reconnect_max,
+            self.reconnect_attempts - 1,
+        );
+        info!(self.log, "Connection closed; reconnecting."; "reason" => &reason, "attempt" => self.reconnect_attempts, "delay" => ?delay);
+        self.set_state(SessionState::Connecting);
+        ctx.run_later(delay, |actor, ctx| {
+            if actor.state == SessionState::Connecting {
+                actor.reconnects += 1;
+                actor.connect(ctx);
+            }
+        });
+    }
+
+    /// Ends the session: reports its last status (waiting for room in the batch mailbox, so it
+    /// is not lost), closes or logs out the engine, then stops without a death notice.
+    pub(super) fn finish(&mut self, ending: Ending, ctx: &mut Context<Self>) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        info!(self.log, "Session finished."; "reason" => &ending.reason,
+            "status" => ending.report.map(EstadoQr::as_str));
+        self.discard_held_qr(ctx);
+        self.set_state(SessionState::Closed);
+        let final_status = ending
+            .report
+            .and_then(|estado| self.status_event(estado, Urgency::Urgent))
+            .or_else(|| self.held.status.take());
+        self.held.status = None;
+        if ending.notify_registry {
+            self.registry.do_send(SessionFinished {
+                session_id: self.session_id.clone(),
+                generation: self.generation,
+                reason: ending.reason.clone(),
+                renew: ending.renew,
+            });
+        }
+        let close_engine = if ending.logout {
+            let logout = self.engine.logout();
+            Box::pin(async move {
+                let _ = logout.await;
+            }) as futures_util::future::LocalBoxFuture<'static, ()>
+        } else {
+            self.engine.shutdown()
+        };
+        let batch = self.batch.clone();
+        ctx.wait(
+            async move {
+                if let Some(status) = final_status {
+                    let _ = batch.send(status).await;
+                }
+                close_engine.await;
+            }
+            .into_actor(self)
+            .map(|(), actor, ctx| {
+                actor.death_notice.disarm();
+                ctx.stop();
+            }),
+        );
+    }
+
+    pub(super) fn housekeeping(&mut self, ctx: &mut Context<Self>) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        if self.started_at.elapsed() >= self.config.max_lifetime {
+            self.finish(
+                Ending {
+                    report: None,
+                    logout: false,
+                    reason: "max lifetime reached: renewing".into(),
+                    notify_registry: true,
+                    renew: true,
+                },
+                ctx,
+            );
+        } else if self.last_event_at.elapsed() >= self.config.idle_ttl {
+            self.finish(
+                Ending {
+                    report: Some(EstadoQr::Inactive),
+                    logout: false,
+                    reason: "idle".into(),
+                    notify_registry: true,
+                    renew: false,
+                },
+                ctx,
+            );
+        }
+    }
+}
