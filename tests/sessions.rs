@@ -242,10 +242,23 @@ async fn a_session_crashing_over_and_over_is_given_up_as_inactive() {
 }
 
 #[actix_rt::test]
-async fn delete_stops_the_session_and_reports_inactive() {
+async fn delete_stops_the_session_reports_inactive_and_forgets_its_store() {
     let laravel = Laravel::start().await;
-    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let config = fast_config(&laravel.url);
+    let sessions_dir = config.engine.data_dir.join("sessions");
+    let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
+    wasup
+        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
+        .await;
+    wait_until("active", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("active")
+    })
+    .await;
+    assert!(
+        sessions_dir.join(&session_id).exists(),
+        "a paired session has a store"
+    );
     let (status, body) = wasup
         .delete(&format!("/sessions/{session_id}?logout=true"))
         .await;
@@ -259,6 +272,46 @@ async fn delete_stops_the_session_and_reports_inactive() {
         wasup.delete(&format!("/sessions/{session_id}")).await.0,
         404
     );
+    wait_until("store removed", PATIENCE, || async {
+        !sessions_dir.join(&session_id).exists()
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_crashed_connected_session_comes_back_connected_without_a_new_qr() {
+    let laravel = Laravel::start().await;
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = wasup.start_session(1).await;
+    wait_until("a QR", PATIENCE, || async {
+        laravel.qr_of(&session_id).is_some()
+    })
+    .await;
+    wasup
+        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
+        .await;
+    wait_until("active", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("active")
+    })
+    .await;
+    let qrs_before = laravel.requests_to("/qr/batch").len();
+    wasup
+        .post(
+            &format!("/sessions/{session_id}/simulate/crash"),
+            &json!({}),
+        )
+        .await;
+    wait_until("restarted and connected", PATIENCE, || async {
+        let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+        inspection["restarts"] == 1 && inspection["state"] == "active"
+    })
+    .await;
+    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    assert_eq!(
+        inspection["actor"]["qr_count"], 0,
+        "stored credentials: no QR after a restart"
+    );
+    assert_eq!(laravel.requests_to("/qr/batch").len(), qrs_before);
 }
 
 #[actix_rt::test]
@@ -368,4 +421,55 @@ async fn shutdown_flushes_every_pending_item_before_it_returns() {
         );
         assert_eq!(laravel.status_of(session_id).as_deref(), Some("pending"));
     }
+}
+
+#[actix_rt::test]
+async fn an_idle_session_is_removed_as_inactive() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.sessions.idle_ttl = Duration::from_millis(300);
+    config.sessions.housekeeping_interval = Duration::from_millis(50);
+    let wasup = TestWasup::start(config).await;
+    let session_id = wasup.start_session(1).await;
+    wasup
+        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
+        .await;
+    wait_until("active", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("active")
+    })
+    .await;
+    wait_until("idle → inactive", PATIENCE, || async {
+        laravel.status_of(&session_id).as_deref() == Some("inactive")
+    })
+    .await;
+    wait_until("removed", PATIENCE, || async {
+        wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_session_past_its_max_lifetime_is_renewed_not_dropped() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.sessions.max_lifetime = Duration::from_millis(400);
+    config.sessions.housekeeping_interval = Duration::from_millis(50);
+    let wasup = TestWasup::start(config).await;
+    let session_id = wasup.start_session(1).await;
+    wasup
+        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
+        .await;
+    wait_until("renewed and connected again", PATIENCE, || async {
+        let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+        inspection["renewals"].as_u64() >= Some(1) && inspection["state"] == "active"
+    })
+    .await;
+    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    assert_eq!(inspection["restarts"], 0, "a renewal is not a crash");
+    assert_eq!(laravel.status_of(&session_id).as_deref(), Some("active"));
+    assert!(
+        !laravel
+            .statuses_received(&session_id)
+            .contains(&"inactive".to_string())
+    );
 }

@@ -2,7 +2,7 @@
 //! all, then `timed_out`), pairing through a "scan", disconnects with any reason, reconnects.
 //! Used by tests, demos and load benchmarks; its schedule is configurable so tests run fast.
 
-use std::{cell::Cell, rc::Rc, time::Duration};
+use std::{cell::Cell, path::PathBuf, rc::Rc, time::Duration};
 
 use base64::Engine as _;
 use futures_util::future::{LocalBoxFuture, ready};
@@ -72,13 +72,52 @@ impl EngineFactory for SimulatedEngineFactory {
         "simulated"
     }
 
-    fn create(&self, _: &EngineSpec, events: EventSender) -> Box<dyn Engine> {
+    fn create(&self, spec: &EngineSpec, events: EventSender) -> Box<dyn Engine> {
         Box::new(SimulatedEngine {
             settings: self.settings.clone(),
             events,
-            paired: Rc::new(Cell::new(false)),
+            credentials: Rc::new(Credentials::load(spec.store_dir.join(CREDENTIALS_FILE))),
             connection: None,
         })
+    }
+}
+
+/// The file that marks a simulated session as paired, like a real engine's credential store.
+const CREDENTIALS_FILE: &str = "simulated-credentials.json";
+
+/// Whether a phone paired, kept on disk so a restarted session reconnects without a QR.
+struct Credentials {
+    /// `store_dir/simulated-credentials.json`.
+    path: PathBuf,
+    /// Cached existence of the file.
+    paired: Cell<bool>,
+}
+
+impl Credentials {
+    fn load(path: PathBuf) -> Self {
+        let paired = Cell::new(path.exists());
+        Self { path, paired }
+    }
+
+    fn is_paired(&self) -> bool {
+        self.paired.get()
+    }
+
+    fn store(&self, phone: &str) -> Result<(), EngineError> {
+        let written = self
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&self.path, format!("{{\"phone\":\"{phone}\"}}\n")));
+        written
+            .map_err(|error| EngineError::Failed(format!("cannot store credentials: {error}")))?;
+        self.paired.set(true);
+        Ok(())
+    }
+
+    fn forget(&self) {
+        self.paired.set(false);
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -96,8 +135,8 @@ struct SimulatedEngine {
     settings: SimulatedSettings,
     /// Where events go.
     events: EventSender,
-    /// Whether a phone paired (credentials "stored"): reconnects skip the QR.
-    paired: Rc<Cell<bool>>,
+    /// Whether a phone paired (stored on disk): reconnects skip the QR.
+    credentials: Rc<Credentials>,
     /// The open connection, if any.
     connection: Option<Connection>,
 }
@@ -127,7 +166,7 @@ impl Engine for SimulatedEngine {
         let task = actix_rt::spawn(run_connection(
             self.settings.clone(),
             self.events.clone(),
-            Rc::clone(&self.paired),
+            Rc::clone(&self.credentials),
             inbox,
         ));
         self.connection = Some(Connection { task, commands });
@@ -136,7 +175,7 @@ impl Engine for SimulatedEngine {
 
     fn logout(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>> {
         self.close();
-        self.paired.set(false);
+        self.credentials.forget();
         Box::pin(ready(Ok(())))
     }
 
@@ -158,20 +197,20 @@ impl Engine for SimulatedEngine {
 async fn run_connection(
     settings: SimulatedSettings,
     events: EventSender,
-    paired: Rc<Cell<bool>>,
+    credentials: Rc<Credentials>,
     mut inbox: mpsc::UnboundedReceiver<SimulatedAction>,
 ) {
-    let _ = if paired.get() {
-        stay_connected(&settings, &events, &paired, &mut inbox).await
+    let _ = if credentials.is_paired() {
+        stay_connected(&settings, &events, &credentials, &mut inbox).await
     } else {
-        rotate_qr_codes(&settings, &events, &paired, &mut inbox).await
+        rotate_qr_codes(&settings, &events, &credentials, &mut inbox).await
     };
 }
 
 async fn stay_connected(
     settings: &SimulatedSettings,
     events: &EventSender,
-    paired: &Cell<bool>,
+    credentials: &Credentials,
     inbox: &mut mpsc::UnboundedReceiver<SimulatedAction>,
 ) -> Result<(), EngineError> {
     actix_rt::time::sleep(settings.connect_delay).await;
@@ -179,7 +218,7 @@ async fn stay_connected(
     while let Some(action) = inbox.recv().await {
         if let SimulatedAction::Disconnect(reason) = action {
             if reason == DisconnectReason::LoggedOut {
-                paired.set(false);
+                credentials.forget();
             }
             return events.send(EngineEvent::Disconnected { reason }).await;
         }
@@ -190,7 +229,7 @@ async fn stay_connected(
 async fn rotate_qr_codes(
     settings: &SimulatedSettings,
     events: &EventSender,
-    paired: &Cell<bool>,
+    credentials: &Credentials,
     inbox: &mut mpsc::UnboundedReceiver<SimulatedAction>,
 ) -> Result<(), EngineError> {
     for index in 0..settings.qr_refs {
@@ -210,8 +249,9 @@ async fn rotate_qr_codes(
             () = actix_rt::time::sleep(valid_for) => {}
             action = inbox.recv() => match action {
                 Some(SimulatedAction::Scan) => {
-                    paired.set(true);
-                    events.send(EngineEvent::Paired { phone: Some(random_phone()) }).await?;
+                    let phone = random_phone();
+                    credentials.store(&phone)?;
+                    events.send(EngineEvent::Paired { phone: Some(phone) }).await?;
                     return events.send(EngineEvent::Disconnected { reason: DisconnectReason::RestartRequired }).await;
                 }
                 Some(SimulatedAction::Disconnect(reason)) => {

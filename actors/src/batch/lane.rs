@@ -141,6 +141,16 @@ impl LaneQueue {
         pushed
     }
 
+    /// Withdraws a session's waiting item (it went stale: a QR once the session connected or
+    /// closed). Counted as coalesced: a newer state replaced it. Returns whether one waited.
+    pub fn retract(&mut self, session_id: &str) -> bool {
+        if self.waiting.shift_remove(session_id).is_some() {
+            self.counters.coalesced += 1;
+            return true;
+        }
+        false
+    }
+
     /// Whether a batch should leave now.
     pub fn is_ready(&self, now: Instant, max_items: usize, draining: bool) -> bool {
         if self.in_flight.is_some() || self.waiting.is_empty() {
@@ -371,6 +381,17 @@ mod tests {
         let batch = lane.take_batch(10);
         assert!(batch.contains(&status("a", EstadoQr::Active)));
         assert!(batch.contains(&status("b", EstadoQr::Pending)));
+    }
+
+    #[test]
+    fn a_retracted_item_counts_as_coalesced() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Qr);
+        lane.push(status("a", EstadoQr::Pending), now, 10);
+        assert!(lane.retract("a"));
+        assert!(!lane.retract("a"));
+        assert_eq!(lane.pending(), 0);
+        assert!(holds_invariant(&lane));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Two lanes (qr, status), each a [`LaneQueue`]. A lane flushes when it holds `max_items`, when
 //! its earliest item is due (QR: `interval`; normal status: `status_interval`; urgent status: at
-//! once), or when draining for shutdown. One batch per lane is at the sink at a time.
+//! once), or when draining for shutdown. One batch per lane is at the sink at a time. A status
+//! other than `pending` withdraws the session's waiting QR: once connected or closed, it is stale.
 
 mod config;
 mod lane;
@@ -18,7 +19,7 @@ pub use config::BatchConfig;
 pub use lane::{LaneCounters, LaneQueue, LaneStats, Pushed};
 
 use crate::{
-    messages::{Lane, OutboundItem, QrCode, StatusChanged, Urgency},
+    messages::{EstadoQr, Lane, OutboundItem, Payload, QrCode, StatusChanged, Urgency},
     sink::{Deliver, DeliveryOutcome, LaravelSink},
 };
 
@@ -162,6 +163,15 @@ impl Handler<StatusChanged> for BatchActor {
     type Result = ();
 
     fn handle(&mut self, event: StatusChanged, ctx: &mut Context<Self>) {
+        let waiting_qr_is_stale = !matches!(
+            event.item.payload,
+            Payload::Status {
+                estado_qr: EstadoQr::Pending
+            }
+        );
+        if waiting_qr_is_stale {
+            self.lanes[Lane::Qr.index()].retract(&event.item.session_id);
+        }
         let delay = match event.urgency {
             Urgency::Urgent => Duration::ZERO,
             Urgency::Normal => self.config.status_interval,

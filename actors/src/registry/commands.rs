@@ -307,6 +307,7 @@ impl Handler<StopAllSessions> for SessionRegistry {
                 report: None,
                 logout: false,
                 reason: "shutdown".into(),
+                forget_store: false,
             });
         }
         Box::pin(async move {

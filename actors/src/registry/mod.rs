@@ -139,6 +139,7 @@ impl SessionRegistry {
                 report,
                 logout,
                 reason: reason.to_string(),
+                forget_store: true,
             }),
             // Between a crash and its restart there is no actor: report for it.
             None => {

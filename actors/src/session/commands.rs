@@ -74,6 +74,8 @@ pub struct StopSession {
     pub logout: bool,
     /// Why.
     pub reason: String,
+    /// Delete the session's store (it is forgotten); false on shutdown, when it will be restored.
+    pub forget_store: bool,
 }
 
 impl Handler<StopSession> for SessionActor {
@@ -87,6 +89,7 @@ impl Handler<StopSession> for SessionActor {
                 reason: stop.reason,
                 notify_registry: false,
                 renew: false,
+                forget_store: stop.forget_store,
             },
             ctx,
         );

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use slog::info;
+use slog::{info, warn};
 
 use super::{SessionActor, SessionState};
 use crate::{
@@ -27,6 +27,22 @@ pub(super) struct Ending {
     pub(super) notify_registry: bool,
     /// Ask the registry for a fresh incarnation (max lifetime reached).
     pub(super) renew: bool,
+    /// Delete the session's store directory once the engine closed (the session is forgotten).
+    pub(super) forget_store: bool,
+}
+
+impl Ending {
+    /// The session ends by itself, reports `report` and is forgotten.
+    fn by_itself(report: EstadoQr, reason: impl Into<String>) -> Self {
+        Self {
+            report: Some(report),
+            logout: false,
+            reason: reason.into(),
+            notify_registry: true,
+            renew: false,
+            forget_store: true,
+        }
+    }
 }
 
 impl SessionActor {
@@ -44,22 +60,13 @@ impl SessionActor {
         match reason {
             DisconnectReason::LoggedOut => self.finish(
                 Ending {
-                    report: Some(EstadoQr::Inactive),
                     logout: true,
-                    reason: "logged out".into(),
-                    notify_registry: true,
-                    renew: false,
+                    ..Ending::by_itself(EstadoQr::Inactive, "logged out")
                 },
                 ctx,
             ),
             DisconnectReason::TimedOut => self.finish(
-                Ending {
-                    report: Some(EstadoQr::Expired),
-                    logout: false,
-                    reason: "every QR code expired without a scan".into(),
-                    notify_registry: true,
-                    renew: false,
-                },
+                Ending::by_itself(EstadoQr::Expired, "every QR code expired without a scan"),
                 ctx,
             ),
             DisconnectReason::RestartRequired => {
@@ -83,16 +90,7 @@ impl SessionActor {
                 "gave up after {} reconnect attempts ({reason})",
                 self.config.reconnect_max_attempts
             );
-            return self.finish(
-                Ending {
-                    report: Some(EstadoQr::Inactive),
-                    logout: false,
-                    reason,
-                    notify_registry: true,
-                    renew: false,
-                },
-                ctx,
-            );
+            return self.finish(Ending::by_itself(EstadoQr::Inactive, reason), ctx);
         }
         let delay = backoff_delay(
             self.config.reconnect_base,
@@ -141,12 +139,22 @@ impl SessionActor {
             self.engine.shutdown()
         };
         let batch = self.batch.clone();
+        let forgotten_store = ending.forget_store.then(|| self.store_dir.clone());
+        let log = self.log.clone();
         ctx.wait(
             async move {
                 if let Some(status) = final_status {
                     let _ = batch.send(status).await;
                 }
                 close_engine.await;
+                if let Some(dir) = forgotten_store {
+                    match std::fs::remove_dir_all(&dir) {
+                        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                            warn!(log, "Session store could not be removed."; "dir" => %dir.display(), "error" => %error);
+                        }
+                        _ => {}
+                    }
+                }
             }
             .into_actor(self)
             .map(|(), actor, ctx| {
@@ -161,27 +169,15 @@ impl SessionActor {
             return;
         }
         if self.started_at.elapsed() >= self.config.max_lifetime {
-            self.finish(
-                Ending {
-                    report: None,
-                    logout: false,
-                    reason: "max lifetime reached: renewing".into(),
-                    notify_registry: true,
-                    renew: true,
-                },
-                ctx,
-            );
+            let renewal = Ending {
+                report: None,
+                renew: true,
+                forget_store: false,
+                ..Ending::by_itself(EstadoQr::Inactive, "max lifetime reached: renewing")
+            };
+            self.finish(renewal, ctx);
         } else if self.last_event_at.elapsed() >= self.config.idle_ttl {
-            self.finish(
-                Ending {
-                    report: Some(EstadoQr::Inactive),
-                    logout: false,
-                    reason: "idle".into(),
-                    notify_registry: true,
-                    renew: false,
-                },
-                ctx,
-            );
+            self.finish(Ending::by_itself(EstadoQr::Inactive, "idle"), ctx);
         }
     }
 }

@@ -105,6 +105,8 @@ pub struct SessionActor {
     last_event_at: Instant,
     /// The paired phone.
     phone: Option<String>,
+    /// Where the engine keeps this session's credentials; removed when the session is forgotten.
+    store_dir: PathBuf,
     /// Tells the registry if this actor dies without a clean stop.
     death_notice: DeathNotice,
     /// Logger with the session id.
@@ -118,7 +120,7 @@ impl SessionActor {
         let spec = EngineSpec {
             session_id: setup.session_id.clone(),
             user_id: setup.user_id,
-            store_dir: setup.store_dir,
+            store_dir: setup.store_dir.clone(),
         };
         let engine = setup.engine_factory.create(&spec, events);
         let death_notice = DeathNotice::new(
@@ -154,6 +156,7 @@ impl SessionActor {
                 connected_at: None,
                 last_event_at: now,
                 phone: None,
+                store_dir: setup.store_dir,
                 death_notice,
                 log: setup.log,
             }
