@@ -464,3 +464,25 @@ async fn a_waiting_qr_is_withdrawn_once_its_session_connects() {
     assert_eq!(metrics["qr"]["coalesced"], 1);
     assert_lane_accounting(&metrics);
 }
+
+#[actix_rt::test]
+async fn https_to_a_server_that_does_not_speak_tls_is_a_retryable_failure() {
+    let laravel = Laravel::start().await;
+    let https_url = laravel.url.replace("http://", "https://");
+    let wasup = TestWasup::start(fast_config(&https_url)).await;
+    wasup.start_session(1).await;
+    wait_until("a failed TLS request is recorded", PATIENCE, || async {
+        let metrics = wasup.batch_metrics().await;
+        metrics["sink"]["retryable_failures"].as_u64() >= Some(1)
+    })
+    .await;
+    let metrics = wasup.batch_metrics().await;
+    assert!(
+        metrics["sink"]["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("request failed")),
+        "{metrics}"
+    );
+    assert_eq!(metrics["qr"]["dead_lettered"], 0, "kept for a later try");
+    assert!(laravel.requests().is_empty());
+}

@@ -101,6 +101,9 @@ pub struct LaravelSink {
 impl LaravelSink {
     /// A sink; call on the arbiter it will run on (the HTTP client is thread-local).
     pub fn new(config: SinkConfig, breaker: Addr<CircuitBreaker>, log: Logger) -> Self {
+        // HTTPS to Laravel uses rustls with ring; make it the process default once, so TLS
+        // works whichever other rustls users (and their providers) share the process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let connector = awc::Connector::new()
             .limit(config.max_connections)
             .conn_keep_alive(config.keep_alive)
