@@ -8,11 +8,10 @@ use std::{
 };
 
 use common::{
-    Behaviour, Laravel, TestWasup, fast_config, service::assert_lane_accounting, wait_until,
+    Behaviour, Laravel, PATIENCE, TestWasup, fast_config, service::assert_lane_accounting,
+    wait_until,
 };
 use serde_json::json;
-
-const PATIENCE: Duration = Duration::from_secs(10);
 
 #[actix_rt::test]
 async fn a_started_session_reports_its_qr_and_pending_status_to_laravel() {
@@ -24,10 +23,7 @@ async fn a_started_session_reports_its_qr_and_pending_status_to_laravel() {
     assert_eq!(body["status"], "pending");
     let session_id = body["session_id"].as_str().expect("id").to_string();
 
-    wait_until("the QR reaches Laravel", PATIENCE, || async {
-        laravel.qr_of(&session_id).is_some()
-    })
-    .await;
+    laravel.wait_qr(&session_id).await;
     let qr = laravel.qr_of(&session_id).expect("qr");
     assert!(
         qr["qr"]
@@ -37,10 +33,7 @@ async fn a_started_session_reports_its_qr_and_pending_status_to_laravel() {
     );
     assert_eq!(qr["user_id"], 42);
     assert!(qr["timestamp"].as_u64().is_some());
-    wait_until("pending reaches Laravel", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("pending")
-    })
-    .await;
+    laravel.wait_status(&session_id, "pending").await;
 
     let request = &laravel.requests_to("/qr/batch")[0];
     assert_eq!(request.authorization.as_deref(), Some("Bearer test-token"));
@@ -170,7 +163,7 @@ async fn the_qr_throttle_holds_the_newest_qr_and_sends_it_when_the_window_ends()
         laravel.requests_to("/qr/batch").len() >= 2
     })
     .await;
-    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    let inspection = wasup.inspect(&session_id).await;
     assert!(
         inspection["actor"]["qr_count"].as_u64() >= Some(8),
         "{inspection}"
@@ -219,14 +212,8 @@ async fn an_urgent_status_overtakes_a_normal_backlog() {
 
     let scanned = &sessions[7];
     let asked = Instant::now();
-    let (status, _) = wasup
-        .post(&format!("/sessions/{scanned}/simulate/scan"), &json!({}))
-        .await;
-    assert_eq!(status, 202);
-    wait_until("active reaches Laravel", PATIENCE, || async {
-        laravel.status_of(scanned).as_deref() == Some("active")
-    })
-    .await;
+    wasup.scan(&scanned).await;
+    laravel.wait_status(scanned, "active").await;
     let arrived = laravel
         .requests_to("/whatsapp/status/batch")
         .iter()
@@ -313,10 +300,7 @@ async fn items_laravel_lists_as_failed_are_retried_until_stored() {
     let first = wasup.start_session(1).await;
     laravel.set_behaviour(Behaviour::FailIds(HashSet::from([first.clone()])));
     let second = wasup.start_session(2).await;
-    wait_until("the other session is stored", PATIENCE, || async {
-        laravel.qr_of(&second).is_some()
-    })
-    .await;
+    laravel.wait_qr(&second).await;
     wait_until(
         "the failing item was refused at least twice",
         PATIENCE,
@@ -337,10 +321,7 @@ async fn items_laravel_lists_as_failed_are_retried_until_stored() {
     .await;
     assert!(laravel.qr_of(&first).is_none());
     laravel.set_behaviour(Behaviour::Store);
-    wait_until("the retried item is stored", PATIENCE, || async {
-        laravel.qr_of(&first).is_some()
-    })
-    .await;
+    laravel.wait_qr(&first).await;
     let metrics = wasup.batch_metrics().await;
     assert!(metrics["qr"]["retried"].as_u64() >= Some(2), "{metrics}");
     assert!(metrics["sink"]["items_failed_by_laravel"].as_u64() >= Some(2));
@@ -365,10 +346,7 @@ async fn failed_without_ids_retries_the_whole_batch() {
         .collect();
     assert_eq!(keys.len(), 1, "a retried batch keeps its Idempotency-Key");
     laravel.set_behaviour(Behaviour::Store);
-    wait_until("stored after all", PATIENCE, || async {
-        laravel.qr_of(&session_id).is_some()
-    })
-    .await;
+    laravel.wait_qr(&session_id).await;
 }
 
 #[actix_rt::test]
@@ -405,10 +383,7 @@ async fn retryable_statuses_are_retried_with_backoff_then_delivered() {
         })
         .await;
         laravel.set_behaviour(Behaviour::Store);
-        wait_until("delivered", PATIENCE, || async {
-            laravel.qr_of(&session_id).is_some()
-        })
-        .await;
+        laravel.wait_qr(&session_id).await;
         let metrics = wasup.batch_metrics().await;
         assert!(
             metrics["sink"]["retries"].as_u64() >= Some(1),
@@ -431,10 +406,7 @@ async fn a_stalled_laravel_times_out_and_is_retried() {
     })
     .await;
     laravel.set_behaviour(Behaviour::Store);
-    wait_until("delivered after the stall", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("pending")
-    })
-    .await;
+    laravel.wait_status(&session_id, "pending").await;
 }
 
 #[actix_rt::test]
@@ -448,13 +420,8 @@ async fn a_waiting_qr_is_withdrawn_once_its_session_connects() {
         wasup.batch_metrics().await["qr"]["pending"] == 1
     })
     .await;
-    wasup
-        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
-        .await;
-    wait_until("active", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("active")
-    })
-    .await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
     actix_rt::time::sleep(Duration::from_millis(2300)).await;
     assert!(
         laravel.requests_to("/qr/batch").is_empty(),

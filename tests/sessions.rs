@@ -5,33 +5,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Laravel, TestWasup, fast_config, service::assert_lane_accounting, wait_until};
+use common::{
+    Laravel, PATIENCE, TestWasup, fast_config, service::assert_lane_accounting, wait_until,
+};
 use serde_json::json;
-
-const PATIENCE: Duration = Duration::from_secs(10);
 
 #[actix_rt::test]
 async fn a_scan_connects_and_a_logout_reports_inactive_and_removes_the_session() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("pending", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("pending")
-    })
-    .await;
+    laravel.wait_status(&session_id, "pending").await;
 
-    assert_eq!(
-        wasup
-            .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
-            .await
-            .0,
-        202
-    );
-    wait_until("active", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("active")
-    })
-    .await;
-    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    let inspection = wasup.inspect(&session_id).await;
     assert_eq!(inspection["state"], "active");
     assert!(inspection["actor"]["phone"].is_string());
     assert!(inspection["actor"]["connected_for_ms"].is_u64());
@@ -39,17 +27,8 @@ async fn a_scan_connects_and_a_logout_reports_inactive_and_removes_the_session()
     assert_eq!(sessions["pendingCount"], 0);
     assert_eq!(wasup.get("/health").await.1["activeSessions"], 1);
 
-    let (status, _) = wasup
-        .post(
-            &format!("/sessions/{session_id}/simulate/disconnect"),
-            &json!({"reason": "logged_out"}),
-        )
-        .await;
-    assert_eq!(status, 202);
-    wait_until("inactive", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("inactive")
-    })
-    .await;
+    wasup.disconnect(&session_id, "logged_out").await;
+    laravel.wait_status(&session_id, "inactive").await;
     wait_until("removed", PATIENCE, || async {
         wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
     })
@@ -65,17 +44,9 @@ async fn a_lost_connection_reconnects_with_backoff_and_stays_one_session() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("a QR", PATIENCE, || async {
-        laravel.qr_of(&session_id).is_some()
-    })
-    .await;
-    wasup
-        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
-        .await;
-    wait_until("active", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("active")
-    })
-    .await;
+    laravel.wait_qr(&session_id).await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
 
     for reason in ["connection_lost", "connection_replaced"] {
         let (status, body) = wasup
@@ -86,12 +57,12 @@ async fn a_lost_connection_reconnects_with_backoff_and_stays_one_session() {
             .await;
         assert_eq!(status, 202, "{body}");
         wait_until("reconnected", PATIENCE, || async {
-            let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+            let inspection = wasup.inspect(&session_id).await;
             inspection["state"] == "active" && inspection["actor"]["reconnect_attempts"] == 0
         })
         .await;
     }
-    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    let inspection = wasup.inspect(&session_id).await;
     assert_eq!(inspection["actor"]["reconnects"], 2);
     assert_eq!(inspection["actor"]["last_error"], "connection_replaced");
     assert_eq!(laravel.status_of(&session_id).as_deref(), Some("active"));
@@ -104,14 +75,8 @@ async fn a_never_scanned_session_times_out_as_expired() {
     config.sessions.pending_timeout = Duration::from_millis(500);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("pending", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("pending")
-    })
-    .await;
-    wait_until("expired", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("expired")
-    })
-    .await;
+    laravel.wait_status(&session_id, "pending").await;
+    laravel.wait_status(&session_id, "expired").await;
     assert_eq!(wasup.get(&format!("/sessions/{session_id}")).await.0, 404);
     assert_eq!(wasup.get("/sessions").await.1["pendingCount"], 0);
 }
@@ -124,10 +89,7 @@ async fn the_qr_codes_running_out_expire_the_session() {
     config.engine.simulated.qr_ttl = Duration::from_millis(30);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("expired", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("expired")
-    })
-    .await;
+    laravel.wait_status(&session_id, "expired").await;
     assert_eq!(wasup.get(&format!("/sessions/{session_id}")).await.0, 404);
 }
 
@@ -143,19 +105,9 @@ async fn manual_sweeps_answer_how_many_sessions_they_removed() {
     let wasup = TestWasup::start(config).await;
     let pending = wasup.start_session(1).await;
     let connected = wasup.start_session(2).await;
-    wasup
-        .post(&format!("/sessions/{connected}/simulate/scan"), &json!({}))
-        .await;
-    wait_until("active", PATIENCE, || async {
-        laravel.status_of(&connected).as_deref() == Some("active")
-    })
-    .await;
-    wasup
-        .post(
-            &format!("/sessions/{connected}/simulate/disconnect"),
-            &json!({"reason": "connection_lost"}),
-        )
-        .await;
+    wasup.scan(&connected).await;
+    laravel.wait_status(&connected, "active").await;
+    wasup.disconnect(&connected, "connection_lost").await;
     actix_rt::time::sleep(Duration::from_millis(400)).await;
 
     let (status, body) = wasup.post("/cleanup-pending-sessions", &json!({})).await;
@@ -175,10 +127,7 @@ async fn a_panicking_session_actor_is_restarted_and_its_crash_is_kept_for_inspec
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("a QR", PATIENCE, || async {
-        laravel.qr_of(&session_id).is_some()
-    })
-    .await;
+    laravel.wait_qr(&session_id).await;
     let first_qr = laravel.qr_of(&session_id);
 
     let (status, _) = wasup
@@ -189,13 +138,13 @@ async fn a_panicking_session_actor_is_restarted_and_its_crash_is_kept_for_inspec
         .await;
     assert_eq!(status, 202);
     wait_until("restarted once and answering", PATIENCE, || async {
-        let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+        let inspection = wasup.inspect(&session_id).await;
         inspection["restarts"] == 1
             && inspection["responsive"] == true
             && inspection["generation"] == 2
     })
     .await;
-    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    let inspection = wasup.inspect(&session_id).await;
     let crash = inspection["last_crash"].as_str().expect("crash reason");
     assert!(crash.contains("simulated crash"), "{crash}");
     wait_until("a fresh QR after the restart", PATIENCE, || async {
@@ -215,7 +164,7 @@ async fn a_session_crashing_over_and_over_is_given_up_as_inactive() {
     let session_id = wasup.start_session(1).await;
     for crash in 1..=3u64 {
         wait_until("answering", PATIENCE, || async {
-            wasup.get(&format!("/sessions/{session_id}")).await.1["responsive"] == true
+            wasup.inspect(&session_id).await["responsive"] == true
         })
         .await;
         wasup
@@ -226,7 +175,7 @@ async fn a_session_crashing_over_and_over_is_given_up_as_inactive() {
             .await;
         if crash < 3 {
             wait_until("restarted", PATIENCE, || async {
-                wasup.get(&format!("/sessions/{session_id}")).await.1["restarts"] == crash
+                wasup.inspect(&session_id).await["restarts"] == crash
             })
             .await;
         }
@@ -235,10 +184,7 @@ async fn a_session_crashing_over_and_over_is_given_up_as_inactive() {
         wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
     })
     .await;
-    wait_until("inactive reported", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("inactive")
-    })
-    .await;
+    laravel.wait_status(&session_id, "inactive").await;
 }
 
 #[actix_rt::test]
@@ -248,13 +194,8 @@ async fn delete_stops_the_session_reports_inactive_and_forgets_its_store() {
     let sessions_dir = config.engine.data_dir.join("sessions");
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
-    wasup
-        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
-        .await;
-    wait_until("active", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("active")
-    })
-    .await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
     assert!(
         sessions_dir.join(&session_id).exists(),
         "a paired session has a store"
@@ -264,10 +205,7 @@ async fn delete_stops_the_session_reports_inactive_and_forgets_its_store() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["removed"], true);
-    wait_until("inactive", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("inactive")
-    })
-    .await;
+    laravel.wait_status(&session_id, "inactive").await;
     assert_eq!(
         wasup.delete(&format!("/sessions/{session_id}")).await.0,
         404
@@ -283,17 +221,9 @@ async fn a_crashed_connected_session_comes_back_connected_without_a_new_qr() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
     let session_id = wasup.start_session(1).await;
-    wait_until("a QR", PATIENCE, || async {
-        laravel.qr_of(&session_id).is_some()
-    })
-    .await;
-    wasup
-        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
-        .await;
-    wait_until("active", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("active")
-    })
-    .await;
+    laravel.wait_qr(&session_id).await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
     let qrs_before = laravel.requests_to("/qr/batch").len();
     wasup
         .post(
@@ -302,11 +232,11 @@ async fn a_crashed_connected_session_comes_back_connected_without_a_new_qr() {
         )
         .await;
     wait_until("restarted and connected", PATIENCE, || async {
-        let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+        let inspection = wasup.inspect(&session_id).await;
         inspection["restarts"] == 1 && inspection["state"] == "active"
     })
     .await;
-    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    let inspection = wasup.inspect(&session_id).await;
     assert_eq!(
         inspection["actor"]["qr_count"], 0,
         "stored credentials: no QR after a restart"
@@ -431,17 +361,9 @@ async fn an_idle_session_is_removed_as_inactive() {
     config.sessions.housekeeping_interval = Duration::from_millis(50);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
-    wasup
-        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
-        .await;
-    wait_until("active", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("active")
-    })
-    .await;
-    wait_until("idle → inactive", PATIENCE, || async {
-        laravel.status_of(&session_id).as_deref() == Some("inactive")
-    })
-    .await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    laravel.wait_status(&session_id, "inactive").await;
     wait_until("removed", PATIENCE, || async {
         wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
     })
@@ -456,15 +378,13 @@ async fn a_session_past_its_max_lifetime_is_renewed_not_dropped() {
     config.sessions.housekeeping_interval = Duration::from_millis(50);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
-    wasup
-        .post(&format!("/sessions/{session_id}/simulate/scan"), &json!({}))
-        .await;
+    wasup.scan(&session_id).await;
     wait_until("renewed and connected again", PATIENCE, || async {
-        let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+        let inspection = wasup.inspect(&session_id).await;
         inspection["renewals"].as_u64() >= Some(1) && inspection["state"] == "active"
     })
     .await;
-    let (_, inspection) = wasup.get(&format!("/sessions/{session_id}")).await;
+    let inspection = wasup.inspect(&session_id).await;
     assert_eq!(inspection["restarts"], 0, "a renewal is not a crash");
     assert_eq!(laravel.status_of(&session_id).as_deref(), Some("active"));
     assert!(

@@ -153,6 +153,24 @@ impl Laravel {
             .collect()
     }
 
+    /// Waits until the stored status of a session is `status`.
+    pub async fn wait_status(&self, session_id: &str, status: &str) {
+        let what = format!("Laravel to hold {status} for {session_id}");
+        super::wait_until(&what, super::PATIENCE, || async {
+            self.status_of(session_id).as_deref() == Some(status)
+        })
+        .await;
+    }
+
+    /// Waits until Laravel holds a QR for a session.
+    pub async fn wait_qr(&self, session_id: &str) {
+        let what = format!("Laravel to hold a QR for {session_id}");
+        super::wait_until(&what, super::PATIENCE, || async {
+            self.qr_of(session_id).is_some()
+        })
+        .await;
+    }
+
     /// Stops the server.
     pub async fn stop(&self) {
         self.server.stop(false).await;

@@ -14,6 +14,9 @@ pub use laravel::{Behaviour, Laravel};
 #[allow(unused_imports)]
 pub use service::{TestWasup, fast_config};
 
+/// How long tests wait for an outcome before failing.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what` then.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where

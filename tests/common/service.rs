@@ -141,6 +141,33 @@ impl TestWasup {
         body["session_id"].as_str().expect("session_id").to_string()
     }
 
+    /// A phone scans the session's QR (simulated engine).
+    pub async fn scan(&self, session_id: &str) {
+        let (status, body) = self
+            .post(
+                &format!("/sessions/{session_id}/simulate/scan"),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 202, "scan answered {body}");
+    }
+
+    /// The session's connection closes for `reason` (simulated engine).
+    pub async fn disconnect(&self, session_id: &str, reason: &str) {
+        let (status, body) = self
+            .post(
+                &format!("/sessions/{session_id}/simulate/disconnect"),
+                &serde_json::json!({ "reason": reason }),
+            )
+            .await;
+        assert_eq!(status, 202, "disconnect answered {body}");
+    }
+
+    /// `GET /sessions/{id}` body.
+    pub async fn inspect(&self, session_id: &str) -> Value {
+        self.get(&format!("/sessions/{session_id}")).await.1
+    }
+
     /// `GET /metrics/batch`.
     pub async fn batch_metrics(&self) -> Value {
         self.get("/metrics/batch").await.1
