@@ -212,7 +212,7 @@ async fn an_urgent_status_overtakes_a_normal_backlog() {
 
     let scanned = &sessions[7];
     let asked = Instant::now();
-    wasup.scan(&scanned).await;
+    wasup.scan(scanned).await;
     laravel.wait_status(scanned, "active").await;
     let arrived = laravel
         .requests_to("/whatsapp/status/batch")

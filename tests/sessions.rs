@@ -300,26 +300,18 @@ async fn bad_input_gets_a_json_error_with_the_right_status() {
             "{method} {path}: JSON error body, got {answer}"
         );
     }
-    let (status, body) = wasup
-        .post(
-            "/start",
-            &json!({"user_id": 1, "session_id": "chosen-id_1"}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["session_id"].as_str()),
-        (201, Some("chosen-id_1"))
-    );
-    let (status, body) = wasup
-        .post(
-            "/start",
-            &json!({"user_id": 1, "session_id": "chosen-id_1"}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("already_exists"))
-    );
+    let chosen = json!({"user_id": 1, "session_id": "chosen-id_1"});
+    for (expected_status, key, expected) in [
+        (201, "session_id", "chosen-id_1"),
+        (409, "code", "already_exists"),
+    ] {
+        let (status, body) = wasup.post("/start", &chosen).await;
+        assert_eq!(
+            (status, body[key].as_str()),
+            (expected_status, Some(expected)),
+            "{body}"
+        );
+    }
 }
 
 #[actix_rt::test]
