@@ -37,6 +37,8 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// Session limits and lifecycle.
     pub sessions: SessionConfig,
+    /// Redis: durability and the shared cache.
+    pub redis: RedisConfig,
 }
 
 /// The `[http]` settings.
@@ -113,6 +115,7 @@ impl Config {
         self.batch.validate()?;
         self.breaker.validate()?;
         self.sessions.validate()?;
+        self.redis.validate()?;
         if self.laravel.min_request_gap >= self.batch.priority_delay {
             return Err("laravel.min_request_gap must be shorter than batch.priority_delay, or urgent statuses cannot arrive in time".into());
         }
@@ -178,6 +181,8 @@ const NAMED_OVERRIDES: &[(&str, &str)] = &[
     ("MAX_SESSIONS", "sessions.max_active"),
     ("WASUP_ENGINE", "engine.kind"),
     ("LOG_LEVEL", "log.level"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("REDIS_URL", "redis.url"),
     ("LOG_FORMAT", "log.format"),
 ];
 
@@ -208,6 +213,13 @@ fn apply_env(
             let keys: Vec<String> = key.split('.').map(str::to_string).collect();
             set_path(table, &keys, value);
         }
+    }
+    let host = env.iter().find(|(name, _)| name == "REDIS_HOST").map(|(_, value)| value);
+    let port = env.iter().find(|(name, _)| name == "REDIS_PORT").map(|(_, value)| value);
+    if host.is_some() || port.is_some() {
+        let port: u16 = port.map_or(Ok(6379), |port| port.parse()).map_err(|_| anyhow!("environment variable REDIS_PORT: expected a port number"))?;
+        let host = host.map_or("127.0.0.1", String::as_str);
+        set_path(table, &["redis".into(), "url".into()], Value::String(format!("redis://{host}:{port}/0")));
     }
     if let Some((_, port)) = env.iter().find(|(name, _)| name == "PORT") {
         let port: u16 = port.parse().map_err(|_| {
@@ -304,6 +316,9 @@ mod tests {
                 ("LARAVEL_API", "http://laravel.test/api"),
                 ("CIRCUIT_BREAKER_RESET", "120000"),
                 ("CIRCUIT_BREAKER_THRESHOLD", "10"),
+                ("REDIS_HOST", "redis.internal"),
+                ("REDIS_PORT", "6380"),
+                ("REDIS_PASSWORD", "s3cret"),
             ]),
         )
         .expect("valid");
@@ -313,6 +328,8 @@ mod tests {
         assert_eq!(config.laravel.base_url, "http://laravel.test/api");
         assert_eq!(config.breaker.reset_timeout, Duration::from_secs(120));
         assert_eq!(config.breaker.threshold, 10);
+        assert_eq!(config.redis.url, "redis://redis.internal:6380/0");
+        assert_eq!(config.redis.password, "s3cret");
     }
 
     #[test]

@@ -33,3 +33,4 @@ pub mod qr_image;
 pub mod registry;
 pub mod session;
 pub mod sink;
+pub mod store;

@@ -24,6 +24,17 @@ struct Waiting {
     due: Instant,
     /// Failed deliveries of this session's item so far (drives its retry delay).
     attempts: u32,
+    /// Sequence number of the item (its version in the durable outbox).
+    seq: u64,
+}
+
+/// An item in the batch at the sink.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    /// Failed deliveries before this one.
+    attempts: u32,
+    /// The item's sequence number.
+    seq: u64,
 }
 
 /// Counters of a lane. `received = sent + coalesced + dead_lettered + dropped + pending` always.
@@ -41,6 +52,8 @@ pub struct LaneCounters {
     pub dropped: u64,
     /// Items handed back for a later try.
     pub retried: u64,
+    /// Items recovered from the durable outbox at start (counted in `received` too).
+    pub recovered: u64,
     /// Requests made for this lane (one per batch handed to the sink).
     pub batches: u64,
 }
@@ -66,15 +79,26 @@ pub struct LaneStats {
 }
 
 /// What [`LaneQueue::push`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pushed {
     /// A new session's item joined the lane.
     Added,
     /// It replaced the waiting item of its session.
     Coalesced,
     /// It joined, and the lane's oldest item was dropped to stay within `max_pending`.
-    DroppedOldest,
+    DroppedOldest {
+        /// The dropped item's session.
+        session_id: SessionId,
+        /// The dropped item's sequence number.
+        seq: u64,
+    },
+    /// A recovered item older than what the lane holds for its session: ignored.
+    Stale,
 }
+
+/// An item that left the queue for good (delivered, dead-lettered, withdrawn): its session and
+/// sequence number, so the durable outbox can forget it.
+pub type Settled = (SessionId, u64);
 
 /// The queue of one lane.
 #[derive(Debug)]
@@ -83,9 +107,9 @@ pub struct LaneQueue {
     lane: Lane,
     /// Waiting items, one per session, in arrival order.
     waiting: IndexMap<SessionId, Waiting>,
-    /// The batch at the sink: session → attempts so far. At most one batch per lane is out, so
-    /// a session's items reach Laravel in order.
-    in_flight: Option<HashMap<SessionId, u32>>,
+    /// The batch at the sink, by session. At most one batch per lane is out, so a session's
+    /// items reach Laravel in order.
+    in_flight: Option<HashMap<SessionId, Sent>>,
     /// No batch leaves before this (breaker open, retries used up).
     blocked_until: Option<Instant>,
     /// Counters.
@@ -114,21 +138,31 @@ impl LaneQueue {
     }
 
     /// Adds an item due at `due`; a waiting item of the same session is replaced (its earlier due
-    /// time is kept). Past `max_pending`, the oldest waiting item is dropped.
-    pub fn push(&mut self, item: OutboundItem, due: Instant, max_pending: usize) -> Pushed {
+    /// time is kept). Past `max_pending`, the oldest waiting item is dropped. `seq` orders versions.
+    pub fn push(&mut self, item: OutboundItem, seq: u64, due: Instant, max_pending: usize) -> Pushed {
         self.counters.received += 1;
         if let Some(waiting) = self.waiting.get_mut(&item.session_id) {
+            if waiting.seq > seq {
+                // Only a recovered item can be older than the waiting one.
+                self.counters.coalesced += 1;
+                return Pushed::Stale;
+            }
             waiting.item = item;
             waiting.due = waiting.due.min(due);
             waiting.attempts = 0;
+            waiting.seq = seq;
             self.counters.coalesced += 1;
             return Pushed::Coalesced;
         }
         let mut pushed = Pushed::Added;
-        if self.waiting.len() >= max_pending {
-            self.waiting.shift_remove_index(0);
+        if self.waiting.len() >= max_pending
+            && let Some((session_id, dropped)) = self.waiting.shift_remove_index(0)
+        {
             self.counters.dropped += 1;
-            pushed = Pushed::DroppedOldest;
+            pushed = Pushed::DroppedOldest {
+                session_id,
+                seq: dropped.seq,
+            };
         }
         self.waiting.insert(
             item.session_id.clone(),
@@ -136,19 +170,24 @@ impl LaneQueue {
                 item,
                 due,
                 attempts: 0,
+                seq,
             },
         );
         pushed
     }
 
+    /// Adds an item recovered from the durable outbox (counted as received and recovered).
+    pub fn push_recovered(&mut self, item: OutboundItem, seq: u64, due: Instant, max_pending: usize) -> Pushed {
+        self.counters.recovered += 1;
+        self.push(item, seq, due, max_pending)
+    }
+
     /// Withdraws a session's waiting item (it went stale: a QR once the session connected or
     /// closed). Counted as coalesced: a newer state replaced it. Returns whether one waited.
-    pub fn retract(&mut self, session_id: &str) -> bool {
-        if self.waiting.shift_remove(session_id).is_some() {
-            self.counters.coalesced += 1;
-            return true;
-        }
-        false
+    pub fn retract(&mut self, session_id: &str) -> Option<u64> {
+        let withdrawn = self.waiting.shift_remove(session_id)?;
+        self.counters.coalesced += 1;
+        Some(withdrawn.seq)
     }
 
     /// Whether a batch should leave now.
@@ -198,7 +237,13 @@ impl LaneQueue {
         let mut batch = Vec::with_capacity(order.len());
         for (_, index) in order {
             if let Some((session_id, waiting)) = self.waiting.swap_remove_index(index) {
-                in_flight.insert(session_id, waiting.attempts);
+                in_flight.insert(
+                    session_id,
+                    Sent {
+                        attempts: waiting.attempts,
+                        seq: waiting.seq,
+                    },
+                );
                 batch.push(waiting.item);
             }
         }
@@ -212,25 +257,36 @@ impl LaneQueue {
         batch
     }
 
-    /// Takes the sink's answer for the batch in flight. Deferred items come back unless a newer
-    /// item of their session arrived meanwhile; each waits `retry_base * 2^attempts` (capped).
+    /// Takes the sink's answer for the batch in flight and answers what left for good. Deferred
+    /// items come back unless a newer item of their session arrived meanwhile; each waits
+    /// `retry_base * 2^attempts` (capped), or for the lane's `retry_after`.
     pub fn settle(
         &mut self,
         outcome: DeliveryOutcome,
         now: Instant,
         retry_base: Duration,
         retry_max: Duration,
-    ) {
+    ) -> Vec<Settled> {
         let in_flight = self.in_flight.take().unwrap_or_default();
+        let sent_of = |item: &OutboundItem| {
+            in_flight.get(&item.session_id).copied().unwrap_or(Sent { attempts: 0, seq: 0 })
+        };
         self.counters.sent += outcome.delivered.len() as u64;
         self.counters.dead_lettered += outcome.dead_lettered.len() as u64;
+        let settled = outcome
+            .delivered
+            .iter()
+            .chain(&outcome.dead_lettered)
+            .map(|item| (item.session_id.clone(), sent_of(item).seq))
+            .collect();
         for item in outcome.deferred {
             self.counters.retried += 1;
             if self.waiting.contains_key(&item.session_id) {
                 self.counters.coalesced += 1;
                 continue;
             }
-            let attempts = in_flight.get(&item.session_id).copied().unwrap_or(0) + 1;
+            let Sent { attempts, seq } = sent_of(&item);
+            let attempts = attempts + 1;
             let due = match outcome.retry_after {
                 Some(_) => now,
                 None => now + backoff_delay(retry_base, retry_max, attempts - 1),
@@ -241,12 +297,14 @@ impl LaneQueue {
                     item,
                     due,
                     attempts,
+                    seq,
                 },
             );
         }
         if let Some(retry_after) = outcome.retry_after {
             self.blocked_until = Some(now + retry_after);
         }
+        settled
     }
 
     /// Items waiting or in flight.
@@ -309,21 +367,9 @@ mod tests {
     fn coalesces_per_session_and_keeps_the_earliest_due_time() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Status);
-        lane.push(
-            status("a", EstadoQr::Pending),
-            now + Duration::from_secs(1),
-            100,
-        );
-        lane.push(
-            status("a", EstadoQr::Active),
-            now + Duration::from_secs(5),
-            100,
-        );
-        lane.push(
-            status("b", EstadoQr::Pending),
-            now + Duration::from_secs(3),
-            100,
-        );
+        lane.push(status("a", EstadoQr::Pending), 1, now + Duration::from_secs(1), 100);
+        lane.push(status("a", EstadoQr::Active), 1, now + Duration::from_secs(5), 100);
+        lane.push(status("b", EstadoQr::Pending), 1, now + Duration::from_secs(3), 100);
         assert_eq!(lane.pending(), 2);
         assert!(!lane.is_ready(now, 10, false));
         assert!(lane.is_ready(now + Duration::from_secs(1), 10, false));
@@ -363,11 +409,11 @@ mod tests {
     fn deferred_items_come_back_unless_a_newer_one_arrived() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Status);
-        lane.push(status("a", EstadoQr::Pending), now, 100);
-        lane.push(status("b", EstadoQr::Pending), now, 100);
-        lane.push(status("c", EstadoQr::Pending), now, 100);
+        lane.push(status("a", EstadoQr::Pending), 1, now, 100);
+        lane.push(status("b", EstadoQr::Pending), 1, now, 100);
+        lane.push(status("c", EstadoQr::Pending), 1, now, 100);
         let batch = lane.take_batch(10);
-        lane.push(status("a", EstadoQr::Active), now, 100);
+        lane.push(status("a", EstadoQr::Active), 1, now, 100);
         let mut outcome = DeliveryOutcome::default();
         let mut batch = batch.into_iter();
         outcome.deferred.push(batch.next().expect("a"));
@@ -387,9 +433,9 @@ mod tests {
     fn a_retracted_item_counts_as_coalesced() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Qr);
-        lane.push(status("a", EstadoQr::Pending), now, 10);
-        assert!(lane.retract("a"));
-        assert!(!lane.retract("a"));
+        lane.push(status("a", EstadoQr::Pending), 1, now, 10);
+        assert_eq!(lane.retract("a"), Some(1));
+        assert_eq!(lane.retract("a"), None);
         assert_eq!(lane.pending(), 0);
         assert!(holds_invariant(&lane));
     }
@@ -398,7 +444,7 @@ mod tests {
     fn a_blocked_lane_waits_and_overflow_drops_the_oldest() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Qr);
-        lane.push(status("a", EstadoQr::Pending), now, 2);
+        lane.push(status("a", EstadoQr::Pending), 1, now, 2);
         let batch = lane.take_batch(10);
         lane.settle(
             DeliveryOutcome {
@@ -412,8 +458,8 @@ mod tests {
         );
         assert!(!lane.is_ready(now + Duration::from_secs(4), 10, true));
         assert!(lane.is_ready(now + Duration::from_secs(5), 10, false));
-        lane.push(status("b", EstadoQr::Pending), now, 2);
-        lane.push(status("c", EstadoQr::Pending), now, 2);
+        lane.push(status("b", EstadoQr::Pending), 1, now, 2);
+        lane.push(status("c", EstadoQr::Pending), 1, now, 2);
         assert_eq!(lane.counters.dropped, 1);
         assert!(holds_invariant(&lane));
     }

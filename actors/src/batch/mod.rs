@@ -7,6 +7,7 @@
 
 mod config;
 mod lane;
+mod outbox;
 
 use std::time::{Duration, Instant};
 
@@ -16,12 +17,23 @@ use slog::{Logger, info, warn};
 use tokio::sync::oneshot;
 
 pub use config::BatchConfig;
-pub use lane::{LaneCounters, LaneQueue, LaneStats, Pushed};
+pub use lane::{LaneCounters, LaneQueue, LaneStats, Pushed, Settled};
+pub use outbox::{DurableOutbox, StoredItem};
 
 use crate::{
     messages::{EstadoQr, Lane, OutboundItem, Payload, QrCode, StatusChanged, Urgency},
     sink::{Deliver, DeliveryOutcome, LaravelSink},
+    store::next_seq,
 };
+
+/// What a waiter waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaited {
+    /// Both lanes empty and the outbox written ([`Drain`]).
+    Drained,
+    /// The outbox written ([`FlushOutbox`]).
+    Persisted,
+}
 
 /// The batching actor.
 pub struct BatchActor {
@@ -31,39 +43,56 @@ pub struct BatchActor {
     lanes: [LaneQueue; 2],
     /// Where batches go.
     sink: Addr<LaravelSink>,
+    /// The Redis copy of every undelivered item; `None` when Redis is disabled.
+    outbox: Option<DurableOutbox>,
     /// The pending wake-up and when it fires; replaced when something is due sooner.
     wake: Option<(Instant, SpawnHandle)>,
     /// Set by [`Drain`]: every lane flushes regardless of due times.
     draining: bool,
-    /// Answered once both lanes are empty during a drain.
-    drain_waiters: Vec<oneshot::Sender<()>>,
-    /// Where overflow and drains are logged.
+    /// Answered once what they wait for holds.
+    waiters: Vec<(Awaited, oneshot::Sender<()>)>,
+    /// Where overflow, drains and Redis trouble are logged.
     log: Logger,
 }
 
 impl BatchActor {
-    /// A batch actor sending to `sink`.
-    pub fn new(config: BatchConfig, sink: Addr<LaravelSink>, log: Logger) -> Self {
+    /// A batch actor sending to `sink`, keeping a durable copy in `outbox` when given.
+    pub fn new(config: BatchConfig, sink: Addr<LaravelSink>, outbox: Option<DurableOutbox>, log: Logger) -> Self {
         Self {
             config,
             lanes: [LaneQueue::new(Lane::Qr), LaneQueue::new(Lane::Status)],
             sink,
+            outbox,
             wake: None,
             draining: false,
-            drain_waiters: Vec::new(),
+            waiters: Vec::new(),
             log,
         }
     }
 
     fn accept(&mut self, item: OutboundItem, delay: Duration, ctx: &mut Context<Self>) {
-        let lane = item.lane();
-        let due = Instant::now() + delay;
-        if self.lanes[lane.index()].push(item, due, self.config.max_pending)
-            == Pushed::DroppedOldest
-        {
-            warn!(self.log, "Batch lane over max_pending: oldest item dropped."; "lane" => lane.name());
+        let seq = next_seq();
+        if let Some(outbox) = &mut self.outbox {
+            outbox.record(&item, seq);
         }
+        let lane = item.lane();
+        let pushed = self.lanes[lane.index()].push(item, seq, Instant::now() + delay, self.config.max_pending);
+        self.after_push(lane, pushed);
+        self.persist(ctx);
         self.pump(ctx);
+    }
+
+    fn after_push(&mut self, lane: Lane, pushed: Pushed) {
+        if let Pushed::DroppedOldest { session_id, seq } = pushed {
+            warn!(self.log, "Batch lane over max_pending: oldest item dropped."; "lane" => lane.name());
+            self.forget(lane, &session_id, seq);
+        }
+    }
+
+    fn forget(&mut self, lane: Lane, session_id: &str, seq: u64) {
+        if let Some(outbox) = &mut self.outbox {
+            outbox.forget(lane, session_id, seq);
+        }
     }
 
     /// Sends every ready lane's batch, then sets the next wake-up.
@@ -84,7 +113,7 @@ impl BatchActor {
             }
         }
         self.schedule_wake(ctx);
-        self.answer_drain_waiters();
+        self.answer_waiters();
     }
 
     fn settle(&mut self, lane: Lane, outcome: DeliveryOutcome, ctx: &mut Context<Self>) {
@@ -92,13 +121,69 @@ impl BatchActor {
             Lane::Qr => self.config.interval,
             Lane::Status => self.config.status_interval,
         };
-        self.lanes[lane.index()].settle(
-            outcome,
-            Instant::now(),
-            retry_base,
-            self.config.retry_backoff_max,
-        );
+        let settled = self.lanes[lane.index()].settle(outcome, Instant::now(), retry_base, self.config.retry_backoff_max);
+        for (session_id, seq) in settled {
+            self.forget(lane, &session_id, seq);
+        }
+        self.persist(ctx);
         self.pump(ctx);
+    }
+
+    /// Writes the outbox journal to Redis, one write at a time; retries with backoff on failure.
+    fn persist(&mut self, ctx: &mut Context<Self>) {
+        let Some(write) = self.outbox.as_mut().and_then(|outbox| outbox.queue.start_write()) else {
+            return;
+        };
+        write
+            .into_actor(self)
+            .map(|outcome, actor, ctx| {
+                let Some(outbox) = actor.outbox.as_mut() else { return };
+                match outbox.queue.finish_write(outcome) {
+                    None => actor.persist(ctx),
+                    Some((delay, error)) => {
+                        if outbox.queue.failed_writes == 1 || outbox.queue.failed_writes.is_power_of_two() {
+                            warn!(actor.log, "Outbox write to Redis failed; retrying.";
+                                "error" => %error, "delay" => ?delay, "unwritten" => outbox.queue.unwritten());
+                        }
+                        ctx.run_later(delay, Self::persist);
+                    }
+                }
+                actor.answer_waiters();
+            })
+            .spawn(ctx);
+    }
+
+    /// Loads what an earlier run left in the outbox; retries until Redis answers.
+    fn recover(&mut self, ctx: &mut Context<Self>) {
+        let Some(outbox) = &self.outbox else { return };
+        if outbox.recovered {
+            return;
+        }
+        outbox
+            .load()
+            .into_actor(self)
+            .map(|loaded, actor, ctx| match loaded {
+                Ok(items) => {
+                    let count = items.len();
+                    let now = Instant::now();
+                    for StoredItem { lane, seq, item } in items {
+                        let pushed = actor.lanes[lane.index()].push_recovered(item, seq, now, actor.config.max_pending);
+                        actor.after_push(lane, pushed);
+                    }
+                    if let Some(outbox) = actor.outbox.as_mut() {
+                        outbox.recovered = true;
+                    }
+                    if count > 0 {
+                        info!(actor.log, "Undelivered items recovered from the outbox."; "items" => count);
+                    }
+                    actor.pump(ctx);
+                }
+                Err(error) => {
+                    warn!(actor.log, "Outbox not readable yet; retrying."; "error" => %error);
+                    ctx.run_later(RECOVERY_RETRY, Self::recover);
+                }
+            })
+            .spawn(ctx);
     }
 
     fn schedule_wake(&mut self, ctx: &mut Context<Self>) {
@@ -114,22 +199,41 @@ impl BatchActor {
             }
             ctx.cancel_future(handle);
         }
-        let handle = ctx.run_later(
-            next.saturating_duration_since(Instant::now()),
-            |actor, ctx| {
-                actor.wake = None;
-                actor.pump(ctx);
-            },
-        );
+        let handle = ctx.run_later(next.saturating_duration_since(Instant::now()), |actor, ctx| {
+            actor.wake = None;
+            actor.pump(ctx);
+        });
         self.wake = Some((next, handle));
     }
 
-    fn answer_drain_waiters(&mut self) {
-        if self.draining && self.lanes.iter().all(LaneQueue::is_idle) {
-            for waiter in self.drain_waiters.drain(..) {
+    fn unwritten(&self) -> usize {
+        self.outbox.as_ref().map_or(0, |outbox| outbox.queue.unwritten())
+    }
+
+    fn answer_waiters(&mut self) {
+        let persisted = self.unwritten() == 0;
+        let drained = persisted && self.draining && self.lanes.iter().all(LaneQueue::is_idle);
+        let mut index = 0;
+        while index < self.waiters.len() {
+            let done = match self.waiters[index].0 {
+                Awaited::Drained => drained,
+                Awaited::Persisted => persisted,
+            };
+            if done {
+                let (_, waiter) = self.waiters.swap_remove(index);
                 let _ = waiter.send(());
+            } else {
+                index += 1;
             }
         }
+    }
+
+    fn wait_for(&mut self, awaited: Awaited) -> ResponseFuture<()> {
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.push((awaited, sender));
+        Box::pin(async move {
+            let _ = receiver.await;
+        })
     }
 
     fn stats(&self) -> BatchStats {
@@ -139,15 +243,25 @@ impl BatchActor {
             status: self.lanes[Lane::Status.index()].stats(now),
             draining: self.draining,
             max_items: self.config.max_items,
+            outbox: self.outbox.as_ref().map(|outbox| OutboxStats {
+                unwritten: outbox.queue.unwritten(),
+                written: outbox.queue.written,
+                failed_writes: outbox.queue.failed_writes,
+                recovered: outbox.recovered,
+            }),
         }
     }
 }
+
+/// How soon recovery is tried again while Redis does not answer.
+const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
 impl Actor for BatchActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.config.mailbox_capacity);
+        self.recover(ctx);
     }
 }
 
@@ -169,8 +283,8 @@ impl Handler<StatusChanged> for BatchActor {
                 estado_qr: EstadoQr::Pending
             }
         );
-        if waiting_qr_is_stale {
-            self.lanes[Lane::Qr.index()].retract(&event.item.session_id);
+        if waiting_qr_is_stale && let Some(seq) = self.lanes[Lane::Qr.index()].retract(&event.item.session_id) {
+            self.forget(Lane::Qr, &event.item.session_id, seq);
         }
         let delay = match event.urgency {
             Urgency::Urgent => Duration::ZERO,
@@ -180,8 +294,9 @@ impl Handler<StatusChanged> for BatchActor {
     }
 }
 
-/// Flush everything now and answer once both lanes are empty (shutdown). The caller bounds the
-/// wait with its own deadline; items still pending then stay counted as pending.
+/// Flush everything now and answer once both lanes are empty and the outbox written (shutdown).
+/// The caller bounds the wait with its own deadline; items still pending then stay counted as
+/// pending (and stay in the Redis outbox for the next start).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Drain;
@@ -195,13 +310,39 @@ impl Handler<Drain> for BatchActor {
             info!(self.log, "Draining batches."; "pending" => pending);
         }
         self.draining = true;
-        let (sender, receiver) = oneshot::channel();
-        self.drain_waiters.push(sender);
+        let answer = self.wait_for(Awaited::Drained);
         self.pump(ctx);
-        Box::pin(async move {
-            let _ = receiver.await;
-        })
+        answer
     }
+}
+
+/// Answers once every accepted item's latest state is written to Redis.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FlushOutbox;
+
+impl Handler<FlushOutbox> for BatchActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushOutbox, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.wait_for(Awaited::Persisted);
+        self.persist(ctx);
+        self.answer_waiters();
+        answer
+    }
+}
+
+/// The durable outbox's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutboxStats {
+    /// Changes not yet known to be in Redis.
+    pub unwritten: usize,
+    /// Changes written since start.
+    pub written: u64,
+    /// Failed writes since start.
+    pub failed_writes: u64,
+    /// Whether the previous run's items were loaded.
+    pub recovered: bool,
 }
 
 /// Both lanes' figures (`/metrics/batch`).
@@ -215,6 +356,8 @@ pub struct BatchStats {
     pub draining: bool,
     /// Configured batch size.
     pub max_items: usize,
+    /// The durable outbox, when Redis is enabled.
+    pub outbox: Option<OutboxStats>,
 }
 
 /// Reads both lanes' figures.

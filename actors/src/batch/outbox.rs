@@ -1,0 +1,81 @@
+//! The durable outbox: every item the batch actor accepts is written to a Redis hash per lane
+//! (session → `seq|item`) and leaves it only once Laravel acknowledged it (or refused it for good),
+//! by a compare-and-delete on its sequence number, so a newer item is never deleted by an older
+//! acknowledgement. On start, whatever is in the hashes is delivered again (at-least-once).
+
+use deadpool_redis::redis;
+
+use crate::{
+    messages::{Lane, OutboundItem},
+    store::{Keys, PersistQueue, RedisPool, StoreError, split_stored},
+};
+
+/// The outbox's journal and where it writes.
+pub struct DurableOutbox {
+    /// Journal and write loop.
+    pub queue: PersistQueue,
+    /// Key names.
+    keys: Keys,
+    /// The pool, for recovery reads.
+    pool: RedisPool,
+    /// Whether the items stored by an earlier run were loaded.
+    pub recovered: bool,
+}
+
+/// An item read back from the outbox.
+pub struct StoredItem {
+    /// Its lane.
+    pub lane: Lane,
+    /// Its sequence number.
+    pub seq: u64,
+    /// The item.
+    pub item: OutboundItem,
+}
+
+impl DurableOutbox {
+    /// An outbox writing through `queue`'s pool.
+    pub fn new(pool: RedisPool, keys: Keys, queue: PersistQueue) -> Self {
+        Self {
+            queue,
+            keys,
+            pool,
+            recovered: false,
+        }
+    }
+
+    /// Queues the write of an accepted item.
+    pub fn record(&mut self, item: &OutboundItem, seq: u64) {
+        // Serialising these plain types cannot fail; if it did, the item still travels in memory.
+        if let Ok(json) = serde_json::to_string(item) {
+            let key = self.keys.outbox(item.lane());
+            self.queue.journal().put(&key, &item.session_id, seq, json);
+        }
+    }
+
+    /// Queues the removal of an item that left for good, unless a newer one replaced it.
+    pub fn forget(&mut self, lane: Lane, session_id: &str, seq: u64) {
+        let key = self.keys.outbox(lane);
+        self.queue.journal().remove(&key, session_id, Some(seq));
+    }
+
+    /// Reads every stored item (both lanes). Unreadable entries are skipped.
+    pub fn load(&self) -> impl std::future::Future<Output = Result<Vec<StoredItem>, StoreError>> + 'static {
+        let pool = self.pool.clone();
+        let keys = [self.keys.outbox(Lane::Qr), self.keys.outbox(Lane::Status)];
+        async move {
+            let mut pipeline = redis::pipe();
+            for key in &keys {
+                pipeline.hgetall(key);
+            }
+            let (qrs, statuses): (Vec<(String, String)>, Vec<(String, String)>) = pool.pipeline(&pipeline).await?;
+            let parse = |lane: Lane, entries: Vec<(String, String)>| {
+                entries.into_iter().filter_map(move |(_, stored)| {
+                    let (seq, json) = split_stored(&stored)?;
+                    let item: OutboundItem = serde_json::from_str(json).ok()?;
+                    Some(StoredItem { lane, seq, item })
+                })
+            };
+            Ok(parse(Lane::Qr, qrs).chain(parse(Lane::Status, statuses)).collect())
+        }
+    }
+}

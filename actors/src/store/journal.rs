@@ -1,0 +1,285 @@
+//! The write journal: changes to Redis hashes wait here, coalesced per field (latest wins), and
+//! leave in one pipelined round trip; one write is out at a time, so Redis sees them in order.
+//! A failed write goes back into the journal (under newer changes) and is retried with backoff,
+//! so Redis being down costs memory bounded by the number of fields, never by outage length.
+
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use deadpool_redis::redis;
+use futures_util::future::LocalBoxFuture;
+
+use super::{RedisPool, StoreError};
+use crate::{messages::unix_millis, sink::backoff_delay};
+
+/// Deletes a hash field only if its stored sequence number is not newer than the one acknowledged
+/// (values are stored as `seq|payload`).
+const DELETE_IF_NOT_NEWER: &str = r"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local seq = tonumber(string.match(stored, '^(%d+)|'))
+  if seq == nil or seq <= tonumber(ARGV[2]) then
+    return redis.call('HDEL', KEYS[1], ARGV[1])
+  end
+end
+return 0
+";
+
+static LAST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A sequence number that grows across calls and, through the clock, across restarts
+/// (milliseconds × 1000, kept below 2^53 so Lua compares it exactly).
+pub fn next_seq() -> u64 {
+    let floor = unix_millis().saturating_mul(1000);
+    let previous = LAST_SEQ
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(last.saturating_add(1).max(floor)))
+        .unwrap_or(floor);
+    previous.saturating_add(1).max(floor)
+}
+
+/// Splits a stored `seq|payload` value.
+pub fn split_stored(value: &str) -> Option<(u64, &str)> {
+    let (seq, payload) = value.split_once('|')?;
+    Some((seq.parse().ok()?, payload))
+}
+
+/// A pending change of one hash field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalOp {
+    /// Store `seq|value`.
+    Put {
+        /// Sequence number of the value.
+        seq: u64,
+        /// The payload.
+        value: String,
+    },
+    /// Delete the field; with `up_to_seq`, only if what is stored is not newer.
+    Remove {
+        /// Compare-and-delete bound.
+        up_to_seq: Option<u64>,
+    },
+}
+
+/// `(hash key, field)`.
+type FieldKey = (String, String);
+
+/// Pending changes, one per field.
+#[derive(Debug, Default)]
+pub struct HashJournal {
+    ops: HashMap<FieldKey, JournalOp>,
+}
+
+impl HashJournal {
+    /// Queues a store of `value` (replacing whatever was queued for the field).
+    pub fn put(&mut self, key: &str, field: &str, seq: u64, value: String) {
+        self.ops.insert((key.to_string(), field.to_string()), JournalOp::Put { seq, value });
+    }
+
+    /// Queues a delete. A queued store newer than `up_to_seq` survives it.
+    pub fn remove(&mut self, key: &str, field: &str, up_to_seq: Option<u64>) {
+        let field_key = (key.to_string(), field.to_string());
+        let merged = match (self.ops.get(&field_key), up_to_seq) {
+            (Some(JournalOp::Put { seq, .. }), Some(bound)) if *seq > bound => return,
+            (Some(JournalOp::Remove { up_to_seq: Some(earlier) }), Some(bound)) => Some(bound.max(*earlier)),
+            _ => up_to_seq,
+        };
+        self.ops.insert(field_key, JournalOp::Remove { up_to_seq: merged });
+    }
+
+    fn apply(&mut self, (key, field): FieldKey, op: JournalOp) {
+        match op {
+            JournalOp::Put { seq, value } => self.put(&key, &field, seq, value),
+            JournalOp::Remove { up_to_seq } => self.remove(&key, &field, up_to_seq),
+        }
+    }
+
+    /// Takes everything queued.
+    pub fn take(&mut self) -> Vec<(FieldKey, JournalOp)> {
+        self.ops.drain().collect()
+    }
+
+    /// Puts back the changes of a failed write; changes queued since then apply on top.
+    pub fn give_back(&mut self, failed: Vec<(FieldKey, JournalOp)>) {
+        for (field_key, op) in failed {
+            let newer = self.ops.remove(&field_key);
+            self.ops.insert(field_key.clone(), op);
+            if let Some(newer) = newer {
+                self.apply(field_key, newer);
+            }
+        }
+    }
+
+    /// Fields with a queued change.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// What a write did, for the owner's bookkeeping.
+pub struct WriteOutcome {
+    ops: Vec<(FieldKey, JournalOp)>,
+    result: Result<(), StoreError>,
+}
+
+/// A journal and its write loop. The owning actor calls [`start_write`](Self::start_write),
+/// spawns the future, and hands its outcome to [`finish_write`](Self::finish_write).
+pub struct PersistQueue {
+    /// Where writes go.
+    pool: RedisPool,
+    /// Changes not yet written.
+    journal: HashJournal,
+    /// Changes in the write under way.
+    in_flight: usize,
+    /// Consecutive failed writes (drives the retry delay).
+    failures: u32,
+    /// Retry backoff.
+    retry_base: Duration,
+    /// Retry cap.
+    retry_max: Duration,
+    /// Changes written since start.
+    pub written: u64,
+    /// Writes that failed since start.
+    pub failed_writes: u64,
+}
+
+impl PersistQueue {
+    /// An empty queue writing through `pool`.
+    pub fn new(pool: RedisPool, retry_base: Duration, retry_max: Duration) -> Self {
+        Self {
+            pool,
+            journal: HashJournal::default(),
+            in_flight: 0,
+            failures: 0,
+            retry_base,
+            retry_max,
+            written: 0,
+            failed_writes: 0,
+        }
+    }
+
+    /// The journal, to queue changes.
+    pub fn journal(&mut self) -> &mut HashJournal {
+        &mut self.journal
+    }
+
+    /// Changes not yet known to be in Redis.
+    pub fn unwritten(&self) -> usize {
+        self.journal.len() + self.in_flight
+    }
+
+    /// Whether a write is under way.
+    pub fn is_writing(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Starts writing everything queued, unless a write is under way or nothing waits.
+    pub fn start_write(&mut self) -> Option<LocalBoxFuture<'static, WriteOutcome>> {
+        if self.in_flight > 0 || self.journal.is_empty() {
+            return None;
+        }
+        let ops = self.journal.take();
+        self.in_flight = ops.len();
+        let mut pipeline = redis::pipe();
+        for ((key, field), op) in &ops {
+            match op {
+                JournalOp::Put { seq, value } => {
+                    pipeline.hset(key, field, format!("{seq}|{value}")).ignore();
+                }
+                JournalOp::Remove { up_to_seq: None } => {
+                    pipeline.hdel(key, field).ignore();
+                }
+                JournalOp::Remove { up_to_seq: Some(seq) } => {
+                    pipeline
+                        .cmd("EVAL")
+                        .arg(DELETE_IF_NOT_NEWER)
+                        .arg(1)
+                        .arg(key)
+                        .arg(field)
+                        .arg(*seq)
+                        .ignore();
+                }
+            }
+        }
+        let pool = self.pool.clone();
+        Some(Box::pin(async move {
+            let result = pool.pipeline::<()>(&pipeline).await;
+            WriteOutcome { ops, result }
+        }))
+    }
+
+    /// Ends a write. On failure its changes go back to the journal and the answer is how long
+    /// to wait before the next attempt.
+    pub fn finish_write(&mut self, outcome: WriteOutcome) -> Option<(Duration, StoreError)> {
+        self.in_flight = 0;
+        match outcome.result {
+            Ok(()) => {
+                self.failures = 0;
+                self.written += outcome.ops.len() as u64;
+                None
+            }
+            Err(error) => {
+                self.failed_writes += 1;
+                self.journal.give_back(outcome.ops);
+                let delay = backoff_delay(self.retry_base, self.retry_max, self.failures);
+                self.failures = self.failures.saturating_add(1);
+                Some((delay, error))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only_op(journal: &mut HashJournal) -> JournalOp {
+        let mut ops = journal.take();
+        assert_eq!(ops.len(), 1);
+        ops.remove(0).1
+    }
+
+    #[test]
+    fn the_latest_change_of_a_field_wins_but_a_newer_put_survives_an_older_ack() {
+        let mut journal = HashJournal::default();
+        journal.put("k", "a", 1, "one".into());
+        journal.put("k", "a", 2, "two".into());
+        journal.remove("k", "a", Some(1));
+        assert_eq!(only_op(&mut journal), JournalOp::Put { seq: 2, value: "two".into() });
+
+        journal.put("k", "a", 3, "three".into());
+        journal.remove("k", "a", Some(3));
+        assert_eq!(only_op(&mut journal), JournalOp::Remove { up_to_seq: Some(3) });
+    }
+
+    #[test]
+    fn a_failed_write_goes_back_under_newer_changes() {
+        let mut journal = HashJournal::default();
+        journal.put("k", "a", 1, "one".into());
+        journal.put("k", "b", 1, "one".into());
+        let failed = journal.take();
+        journal.remove("k", "a", Some(1));
+        journal.give_back(failed);
+        let mut ops = journal.take();
+        ops.sort_by(|left, right| left.0.cmp(&right.0));
+        assert_eq!(ops[0].1, JournalOp::Remove { up_to_seq: Some(1) }, "the ack came later: it wins");
+        assert_eq!(ops[1].1, JournalOp::Put { seq: 1, value: "one".into() });
+    }
+
+    #[test]
+    fn sequence_numbers_grow_and_stay_exact_in_lua() {
+        let first = next_seq();
+        let second = next_seq();
+        assert!(second > first);
+        assert!(second < 1 << 53);
+        assert_eq!(split_stored("17|{\"x\":1}"), Some((17, "{\"x\":1}")));
+        assert_eq!(split_stored("nope"), None);
+    }
+}

@@ -1,0 +1,54 @@
+//! Redis key names (SPEC §4), all under the configured prefix.
+
+use crate::messages::{Lane, SessionId};
+
+/// Builds key names.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    /// `redis.key_prefix`.
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// `session:{id}:qr` (the last QR forwarded, 60 s).
+    pub fn qr(&self, session_id: &SessionId) -> String {
+        format!("{}session:{session_id}:qr", self.prefix)
+    }
+
+    /// `session:{id}:status` (120 s).
+    pub fn status(&self, session_id: &SessionId) -> String {
+        format!("{}session:{session_id}:status", self.prefix)
+    }
+
+    /// `session:{id}:connection` (30 s).
+    pub fn connection(&self, session_id: &SessionId) -> String {
+        format!("{}session:{session_id}:connection", self.prefix)
+    }
+
+    /// `session:{id}:info` (300 s).
+    pub fn info(&self, session_id: &SessionId) -> String {
+        format!("{}session:{session_id}:info", self.prefix)
+    }
+
+    /// Pattern matching every key of one kind (`qr`, `status`, ...), for counting.
+    pub fn pattern(&self, kind: &str) -> String {
+        format!("{}session:*:{kind}", self.prefix)
+    }
+
+    /// Hash of undelivered items of a lane: session → `seq|json` (never expires).
+    pub fn outbox(&self, lane: Lane) -> String {
+        format!("{}wasup:outbox:{}", self.prefix, lane.name())
+    }
+
+    /// Hash of sessions to restore: session → JSON record (never expires).
+    pub fn sessions(&self) -> String {
+        format!("{}wasup:sessions", self.prefix)
+    }
+}

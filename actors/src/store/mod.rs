@@ -1,0 +1,12 @@
+//! Redis: the pool (standalone, Sentinel, Cluster), key names, and the write journal that makes
+//! the outbox and the session registry durable with one round trip per burst of changes.
+
+mod config;
+mod journal;
+mod keys;
+mod pool;
+
+pub use config::{RedisConfig, RedisMode};
+pub use journal::{HashJournal, JournalOp, PersistQueue, WriteOutcome, next_seq, split_stored};
+pub use keys::Keys;
+pub use pool::{RedisHealth, RedisHealthSnapshot, RedisPool, StoreError};
