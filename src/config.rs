@@ -9,7 +9,8 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 use wasup_actors::{
-    batch::BatchConfig, breaker::BreakerConfig, session::SessionConfig, sink::SinkConfig,
+    batch::BatchConfig, breaker::BreakerConfig, cache::CacheConfig, session::SessionConfig,
+    sink::SinkConfig, store::RedisConfig,
 };
 
 use crate::engine::EngineConfig;
@@ -39,6 +40,8 @@ pub struct Config {
     pub sessions: SessionConfig,
     /// Redis: durability and the shared cache.
     pub redis: RedisConfig,
+    /// Cache TTLs.
+    pub cache: CacheConfig,
 }
 
 /// The `[http]` settings.
@@ -116,6 +119,7 @@ impl Config {
         self.breaker.validate()?;
         self.sessions.validate()?;
         self.redis.validate()?;
+        self.cache.validate()?;
         if self.laravel.min_request_gap >= self.batch.priority_delay {
             return Err("laravel.min_request_gap must be shorter than batch.priority_delay, or urgent statuses cannot arrive in time".into());
         }
@@ -214,12 +218,24 @@ fn apply_env(
             set_path(table, &keys, value);
         }
     }
-    let host = env.iter().find(|(name, _)| name == "REDIS_HOST").map(|(_, value)| value);
-    let port = env.iter().find(|(name, _)| name == "REDIS_PORT").map(|(_, value)| value);
+    let host = env
+        .iter()
+        .find(|(name, _)| name == "REDIS_HOST")
+        .map(|(_, value)| value);
+    let port = env
+        .iter()
+        .find(|(name, _)| name == "REDIS_PORT")
+        .map(|(_, value)| value);
     if host.is_some() || port.is_some() {
-        let port: u16 = port.map_or(Ok(6379), |port| port.parse()).map_err(|_| anyhow!("environment variable REDIS_PORT: expected a port number"))?;
+        let port: u16 = port
+            .map_or(Ok(6379), |port| port.parse())
+            .map_err(|_| anyhow!("environment variable REDIS_PORT: expected a port number"))?;
         let host = host.map_or("127.0.0.1", String::as_str);
-        set_path(table, &["redis".into(), "url".into()], Value::String(format!("redis://{host}:{port}/0")));
+        set_path(
+            table,
+            &["redis".into(), "url".into()],
+            Value::String(format!("redis://{host}:{port}/0")),
+        );
     }
     if let Some((_, port)) = env.iter().find(|(name, _)| name == "PORT") {
         let port: u16 = port.parse().map_err(|_| {

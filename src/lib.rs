@@ -13,11 +13,13 @@ use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use anyhow::Context as _;
 use slog::{Logger, info, warn};
 use wasup_actors::{
-    batch::{BatchActor, Drain, GetBatchStats},
+    batch::{BatchActor, Drain, DurableOutbox, FlushOutbox, GetBatchStats},
     breaker::CircuitBreaker,
+    cache::{CacheActor, LaravelStatusLookup},
     crash::install_panic_hook,
-    registry::{SessionRegistry, StopAllSessions},
+    registry::{FlushRegistry, RegistryLinks, SessionRegistry, SessionStore, StopAllSessions},
     sink::LaravelSink,
+    store::{Keys, PersistQueue, RedisPool},
 };
 
 use crate::{api::AppState, config::Config, engine::EngineKind};
@@ -54,22 +56,63 @@ impl Wasup {
                 "laravel.token is empty: requests to Laravel carry no Authorization header."
             );
         }
+        let redis = if config.redis.enabled {
+            Some(RedisPool::build(&config.redis).context("cannot set up Redis")?)
+        } else {
+            warn!(
+                log,
+                "Redis is disabled: no durable outbox, no session restore, no shared cache."
+            );
+            None
+        };
+        let keys = Keys::new(&config.redis.key_prefix);
+        let journal = |pool: &RedisPool| {
+            PersistQueue::new(
+                pool.clone(),
+                config.redis.retry_base,
+                config.redis.retry_max,
+            )
+        };
         let breaker = CircuitBreaker::new(config.breaker.clone(), log.clone()).start();
         let sink = LaravelSink::new(config.laravel.clone(), breaker.clone(), log.clone()).start();
-        let batch = BatchActor::new(config.batch.clone(), sink.clone(), log.clone()).start();
-        let registry = SessionRegistry::new(
-            config.sessions.clone(),
-            config.engine.factory(),
-            config.engine.sessions_dir(),
-            batch.clone(),
+        let outbox = redis
+            .as_ref()
+            .map(|pool| DurableOutbox::new(pool.clone(), keys.clone(), journal(pool)));
+        let batch =
+            BatchActor::new(config.batch.clone(), sink.clone(), outbox, log.clone()).start();
+        let lookup = LaravelStatusLookup::new(
+            &config.laravel.base_url,
+            &config.laravel.token,
+            config.cache.laravel_timeout,
+        );
+        let cache = CacheActor::new(
+            config.cache.clone(),
+            redis.as_ref().map(|pool| (pool.clone(), journal(pool))),
+            config.redis.mode,
+            keys.clone(),
+            config.redis.check_interval,
+            lookup,
             log.clone(),
         )
-        .start();
+        .start_with_handle();
+        let store = redis
+            .as_ref()
+            .map(|pool| SessionStore::new(pool.clone(), keys.clone(), journal(pool)));
+        let links = RegistryLinks {
+            engine_factory: config.engine.factory(),
+            store_root: config.engine.sessions_dir(),
+            batch: batch.clone(),
+            cache: Some(cache.clone()),
+            store,
+        };
+        let registry = SessionRegistry::new(config.sessions.clone(), links, log.clone()).start();
         let state = AppState {
             registry,
             batch,
             sink,
             breaker,
+            cache: cache.addr,
+            redis_health: redis.as_ref().map(RedisPool::health),
             config: Arc::clone(&config),
             started_at: Instant::now(),
         };
@@ -112,16 +155,25 @@ impl Wasup {
     }
 
     /// Graceful shutdown: refuse new sessions, stop every session (no status: they are not logged
-    /// out), flush every batch until `http.shutdown_timeout`, then stop the HTTP server.
+    /// out, and will be restored), flush every batch until `http.shutdown_timeout`, make sure
+    /// Redis holds whatever is still pending, then stop the HTTP server.
     pub async fn shutdown(self) -> ShutdownReport {
         let deadline = self.state.config.http.shutdown_timeout;
         let started = Instant::now();
+        let remaining = || deadline.saturating_sub(started.elapsed());
         info!(self.log, "Shutting down: stopping sessions and flushing batches."; "deadline" => ?deadline);
-        let _ = actix_rt::time::timeout(deadline, self.state.registry.send(StopAllSessions)).await;
-        let remaining = deadline.saturating_sub(started.elapsed());
-        let flushed = actix_rt::time::timeout(remaining, self.state.batch.send(Drain))
+        let _ =
+            actix_rt::time::timeout(remaining(), self.state.registry.send(StopAllSessions)).await;
+        let flushed = actix_rt::time::timeout(remaining(), self.state.batch.send(Drain))
             .await
             .is_ok_and(|answer| answer.is_ok());
+        // Whatever did not reach Laravel must at least be in Redis (bounded, even past the deadline).
+        let store_deadline = self.state.config.redis.timeout * 3;
+        let _ = actix_rt::time::timeout(store_deadline, async {
+            let _ = self.state.batch.send(FlushOutbox).await;
+            let _ = self.state.registry.send(FlushRegistry).await;
+        })
+        .await;
         let pending = match self.state.batch.send(GetBatchStats).await {
             Ok(stats) => stats.qr.pending + stats.status.pending,
             Err(_) => 0,
@@ -129,7 +181,7 @@ impl Wasup {
         if flushed {
             info!(self.log, "Every batch flushed."; "took" => ?started.elapsed());
         } else {
-            warn!(self.log, "Shutdown deadline reached with items pending."; "pending" => pending);
+            warn!(self.log, "Shutdown deadline reached with items pending (kept in Redis)."; "pending" => pending);
         }
         self.server.stop(true).await;
         ShutdownReport { flushed, pending }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Laravel, wait_until};
+use common::{Laravel, redis::RedisServer, wait_until};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -90,11 +90,13 @@ async fn call(
 #[actix_rt::test]
 async fn sigterm_flushes_pending_batches_and_exits_zero() {
     let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
     let port = free_port();
     let data_dir = std::env::temp_dir().join(format!("wasup-process-{}", std::process::id()));
     let child = wasup_command()
         .env("WASUP__HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("LARAVEL_API", &laravel.url)
+        .env("REDIS_URL", redis.url())
         .env("WASUP__ENGINE__DATA_DIR", &data_dir)
         .env("WASUP__BATCH__INTERVAL", "60s")
         .env("WASUP__BATCH__STATUS_INTERVAL", "60s")

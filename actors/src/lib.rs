@@ -26,6 +26,7 @@
 
 pub mod batch;
 pub mod breaker;
+pub mod cache;
 pub mod crash;
 pub mod engine;
 pub mod messages;

@@ -28,3 +28,10 @@ ensure_rust() {
     apt_install cargo
   fi
 }
+
+# redis-server, for the black-box tests (they start private instances on loopback).
+ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+  fi
+}

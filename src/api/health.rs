@@ -3,22 +3,27 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 use wasup_actors::{
-    batch::GetBatchStats, breaker::GetBreakerSnapshot, messages::unix_millis,
-    registry::GetRegistryStats, sink::GetSinkStats,
+    batch::GetBatchStats, breaker::GetBreakerSnapshot, cache::GetCacheReport,
+    messages::unix_millis, registry::GetRegistryStats, sink::GetSinkStats,
 };
 
 use super::{ApiError, AppState};
 
-/// `GET /health`: `ok`, `degraded` (breaker not closed) or `shutting_down` (503).
+/// `GET /health`: `ok`, `degraded` (breaker not closed, or Redis down) or `shutting_down` (503).
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (sessions, batch, breaker) = futures_util::try_join!(
         state.registry.send(GetRegistryStats),
         state.batch.send(GetBatchStats),
         state.breaker.send(GetBreakerSnapshot),
     )?;
+    let redis = match &state.redis_health {
+        None => "disabled",
+        Some(health) if health.is_up() => "up",
+        Some(_) => "down",
+    };
     let status = if !sessions.accepting || batch.draining {
         "shutting_down"
-    } else if breaker.state != "CLOSED" {
+    } else if breaker.state != "CLOSED" || redis == "down" {
         "degraded"
     } else {
         "ok"
@@ -35,6 +40,8 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "status": { "pending": batch.status.pending, "inFlight": batch.status.in_flight, "blockedForMs": batch.status.blocked_for_ms },
         },
         "circuitBreaker": breaker,
+        "redis": redis,
+        "outbox": batch.outbox,
     });
     Ok(if status == "shutting_down" {
         HttpResponse::ServiceUnavailable().json(body)
@@ -56,4 +63,9 @@ pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
         "maxItems": batch.max_items,
         "sink": sink,
     })))
+}
+
+/// `GET /metrics/cache`: key counts by kind, tier hits, Redis latency and errors.
+pub async fn cache_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.cache.send(GetCacheReport).await?))
 }

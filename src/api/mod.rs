@@ -10,7 +10,8 @@ use std::{sync::Arc, time::Instant};
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use wasup_actors::{
-    batch::BatchActor, breaker::CircuitBreaker, registry::SessionRegistry, sink::LaravelSink,
+    batch::BatchActor, breaker::CircuitBreaker, cache::CacheActor, registry::SessionRegistry,
+    sink::LaravelSink, store::RedisHealth,
 };
 
 pub use error::ApiError;
@@ -31,6 +32,10 @@ pub struct AppState {
     pub sink: Addr<LaravelSink>,
     /// The breaker.
     pub breaker: Addr<CircuitBreaker>,
+    /// The Redis cache.
+    pub cache: Addr<CacheActor>,
+    /// Redis's health, `None` when Redis is disabled.
+    pub redis_health: Option<Arc<RedisHealth>>,
     /// The configuration in force.
     pub config: Arc<Config>,
     /// When the service started.
@@ -58,6 +63,7 @@ pub fn configure(simulate_hooks: bool) -> impl FnOnce(&mut web::ServiceConfig) {
         )
         .service(resource("/health").route(web::get().to(health::health)))
         .service(resource("/metrics/batch").route(web::get().to(health::batch_metrics)))
+        .service(resource("/metrics/cache").route(web::get().to(health::cache_metrics)))
         .service(resource("/start").route(web::post().to(sessions::start)))
         .service(resource("/sessions").route(web::get().to(sessions::list)))
         .service(

@@ -12,6 +12,7 @@ use wasup_actors::engine::{
     DisconnectReason, Engine, EngineError, EngineEvent, EngineFactory, EngineSpec, EventSender,
     SimulatedAction,
 };
+use wasup_actors::session::fnv1a;
 
 /// The `[engine.simulated]` settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,9 @@ pub struct SimulatedSettings {
     /// Time to open an authenticated connection (after a scan or a drop).
     #[serde(with = "humantime_serde")]
     pub connect_delay: Duration,
+    /// Derive QR texts from the session id and position instead of at random, so a restarted
+    /// session shows the same first QR again (exercises QR dedupe across restarts).
+    pub deterministic_qr: bool,
 }
 
 impl Default for SimulatedSettings {
@@ -37,6 +41,7 @@ impl Default for SimulatedSettings {
             qr_ttl: Duration::from_secs(20),
             qr_refs: 6,
             connect_delay: Duration::from_millis(300),
+            deterministic_qr: false,
         }
     }
 }
@@ -77,6 +82,10 @@ impl EngineFactory for SimulatedEngineFactory {
             settings: self.settings.clone(),
             events,
             credentials: Rc::new(Credentials::load(spec.store_dir.join(CREDENTIALS_FILE))),
+            qr_seed: self
+                .settings
+                .deterministic_qr
+                .then(|| fnv1a(&spec.session_id)),
             connection: None,
         })
     }
@@ -137,6 +146,8 @@ struct SimulatedEngine {
     events: EventSender,
     /// Whether a phone paired (stored on disk): reconnects skip the QR.
     credentials: Rc<Credentials>,
+    /// Seed of deterministic QR texts (from the session id), when configured.
+    qr_seed: Option<u64>,
     /// The open connection, if any.
     connection: Option<Connection>,
 }
@@ -167,6 +178,7 @@ impl Engine for SimulatedEngine {
             self.settings.clone(),
             self.events.clone(),
             Rc::clone(&self.credentials),
+            self.qr_seed,
             inbox,
         ));
         self.connection = Some(Connection { task, commands });
@@ -198,12 +210,14 @@ async fn run_connection(
     settings: SimulatedSettings,
     events: EventSender,
     credentials: Rc<Credentials>,
+    qr_seed: Option<u64>,
     mut inbox: mpsc::UnboundedReceiver<SimulatedAction>,
 ) {
     let _ = if credentials.is_paired() {
         stay_connected(&settings, &events, &credentials, &mut inbox).await
     } else {
-        rotate_qr_codes(&settings, &events, &credentials, &mut inbox).await
+        let mut rng = qr_seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        rotate_qr_codes(&settings, &events, &credentials, &mut rng, &mut inbox).await
     };
 }
 
@@ -230,6 +244,7 @@ async fn rotate_qr_codes(
     settings: &SimulatedSettings,
     events: &EventSender,
     credentials: &Credentials,
+    rng: &mut fastrand::Rng,
     inbox: &mut mpsc::UnboundedReceiver<SimulatedAction>,
 ) -> Result<(), EngineError> {
     for index in 0..settings.qr_refs {
@@ -240,7 +255,7 @@ async fn rotate_qr_codes(
         };
         events
             .send(EngineEvent::Qr {
-                code: random_qr_text(),
+                code: random_qr_text(rng),
                 index,
                 valid_for,
             })
@@ -269,11 +284,9 @@ async fn rotate_qr_codes(
 }
 
 /// A QR payload shaped like WhatsApp Web's: `ref,noise-public-key,identity-key,adv-secret`.
-pub fn random_qr_text() -> String {
-    let encode = |len: usize| {
-        let bytes: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
-            .take(len)
-            .collect();
+pub fn random_qr_text(rng: &mut fastrand::Rng) -> String {
+    let mut encode = |len: usize| {
+        let bytes: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(len).collect();
         base64::engine::general_purpose::STANDARD.encode(bytes)
     };
     format!(
@@ -295,9 +308,13 @@ mod tests {
 
     #[test]
     fn qr_texts_look_like_whatsapp_web_refs_and_differ() {
-        let first = random_qr_text();
+        let mut rng = fastrand::Rng::new();
+        let first = random_qr_text(&mut rng);
         assert!(first.starts_with("2@"));
         assert_eq!(first.split(',').count(), 4);
-        assert_ne!(first, random_qr_text());
+        assert_ne!(first, random_qr_text(&mut rng));
+        let seeded = |id| random_qr_text(&mut fastrand::Rng::with_seed(fnv1a(id)));
+        assert_eq!(seeded("abc"), seeded("abc"), "deterministic per session");
+        assert_ne!(seeded("abc"), seeded("abd"));
     }
 }

@@ -62,6 +62,12 @@ struct State {
     qrs: Mutex<HashMap<String, Value>>,
     /// session → latest stored status item.
     statuses: Mutex<HashMap<String, Value>>,
+    /// Sessions whose `GET /whatsapp/status/{id}` answers this instead of the stored status.
+    account_overrides: Mutex<HashMap<String, String>>,
+    /// Status to answer every `GET /whatsapp/status/{id}` with instead (e.g. 500).
+    lookup_failure: Mutex<Option<u16>>,
+    /// `GET /whatsapp/status/{id}` calls, by session.
+    lookups: Mutex<Vec<String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,6 +177,24 @@ impl Laravel {
         .await;
     }
 
+    /// Makes `GET /whatsapp/status/{id}` say `estado_qr` for this session (the account changed in Laravel).
+    pub fn set_account_status(&self, session_id: &str, estado_qr: &str) {
+        lock(&self.state.account_overrides).insert(session_id.to_string(), estado_qr.to_string());
+    }
+
+    /// Makes every `GET /whatsapp/status/{id}` fail with `status` (or answer again, with `None`).
+    pub fn fail_lookups(&self, status: Option<u16>) {
+        *lock(&self.state.lookup_failure) = status;
+    }
+
+    /// How many `GET /whatsapp/status/{id}` calls were made for a session.
+    pub fn lookups_of(&self, session_id: &str) -> usize {
+        lock(&self.state.lookups)
+            .iter()
+            .filter(|id| *id == session_id)
+            .count()
+    }
+
     /// Stops the server.
     pub async fn stop(&self) {
         self.server.stop(false).await;
@@ -253,6 +277,14 @@ async fn batch(
 }
 
 async fn status_of(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
+    lock(&state.lookups).push(id.to_string());
+    if let Some(status) = *lock(&state.lookup_failure) {
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status"))
+            .finish();
+    }
+    if let Some(estado) = lock(&state.account_overrides).get(id.as_str()) {
+        return HttpResponse::Ok().json(json!({"session_id": id.as_str(), "estado_qr": estado}));
+    }
     match lock(&state.statuses).get(id.as_str()) {
         Some(item) => HttpResponse::Ok()
             .json(json!({"session_id": id.as_str(), "estado_qr": item["estado_qr"]})),

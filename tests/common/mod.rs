@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod laravel;
+pub mod redis;
 pub mod service;
 
 use std::{

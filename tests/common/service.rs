@@ -5,8 +5,13 @@ use std::{path::PathBuf, time::Duration};
 use serde_json::Value;
 use slog::{Drain, Logger, o};
 use wasup::{Wasup, config::Config};
+use wasup_actors::store::RedisConfig;
 
-/// A config with every duration short enough for tests, pointing at `laravel_url`.
+use super::redis::RedisServer;
+
+/// A config with every duration short enough for tests, pointing at `laravel_url`. Redis stays
+/// at its default URL, which [`TestWasup::start`] replaces with a private server of its own;
+/// tests that control Redis themselves set `redis.url`.
 pub fn fast_config(laravel_url: &str) -> Config {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".into();
@@ -32,6 +37,10 @@ pub fn fast_config(laravel_url: &str) -> Config {
     config.sessions.reconnect_base = Duration::from_millis(20);
     config.sessions.reconnect_max = Duration::from_millis(200);
     config.sessions.watchdog_interval = Duration::from_millis(200);
+    config.redis.timeout = Duration::from_millis(500);
+    config.redis.retry_base = Duration::from_millis(20);
+    config.redis.retry_max = Duration::from_millis(200);
+    config.redis.check_interval = Duration::from_millis(100);
     config
 }
 
@@ -54,6 +63,8 @@ fn test_logger() -> Logger {
 
 /// A running wasup and a client for its API.
 pub struct TestWasup {
+    /// Its private Redis, when it started one.
+    pub redis: Option<RedisServer>,
     /// The service.
     pub wasup: Option<Wasup>,
     /// `http://127.0.0.1:PORT`.
@@ -63,12 +74,19 @@ pub struct TestWasup {
 
 impl TestWasup {
     /// Starts wasup with `config`.
-    pub async fn start(config: Config) -> TestWasup {
+    pub async fn start(mut config: Config) -> TestWasup {
+        let redis =
+            (config.redis.enabled && config.redis.url == RedisConfig::default().url).then(|| {
+                let server = RedisServer::start();
+                config.redis.url = server.url();
+                server
+            });
         let wasup = Wasup::start(config, test_logger())
             .await
             .expect("wasup starts");
         let base = format!("http://{}", wasup.addr);
         TestWasup {
+            redis,
             wasup: Some(wasup),
             base,
             client: awc::Client::builder()

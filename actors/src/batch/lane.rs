@@ -139,7 +139,13 @@ impl LaneQueue {
 
     /// Adds an item due at `due`; a waiting item of the same session is replaced (its earlier due
     /// time is kept). Past `max_pending`, the oldest waiting item is dropped. `seq` orders versions.
-    pub fn push(&mut self, item: OutboundItem, seq: u64, due: Instant, max_pending: usize) -> Pushed {
+    pub fn push(
+        &mut self,
+        item: OutboundItem,
+        seq: u64,
+        due: Instant,
+        max_pending: usize,
+    ) -> Pushed {
         self.counters.received += 1;
         if let Some(waiting) = self.waiting.get_mut(&item.session_id) {
             if waiting.seq > seq {
@@ -177,7 +183,13 @@ impl LaneQueue {
     }
 
     /// Adds an item recovered from the durable outbox (counted as received and recovered).
-    pub fn push_recovered(&mut self, item: OutboundItem, seq: u64, due: Instant, max_pending: usize) -> Pushed {
+    pub fn push_recovered(
+        &mut self,
+        item: OutboundItem,
+        seq: u64,
+        due: Instant,
+        max_pending: usize,
+    ) -> Pushed {
         self.counters.recovered += 1;
         self.push(item, seq, due, max_pending)
     }
@@ -269,7 +281,10 @@ impl LaneQueue {
     ) -> Vec<Settled> {
         let in_flight = self.in_flight.take().unwrap_or_default();
         let sent_of = |item: &OutboundItem| {
-            in_flight.get(&item.session_id).copied().unwrap_or(Sent { attempts: 0, seq: 0 })
+            in_flight.get(&item.session_id).copied().unwrap_or(Sent {
+                attempts: 0,
+                seq: 0,
+            })
         };
         self.counters.sent += outcome.delivered.len() as u64;
         self.counters.dead_lettered += outcome.dead_lettered.len() as u64;
@@ -367,9 +382,24 @@ mod tests {
     fn coalesces_per_session_and_keeps_the_earliest_due_time() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Status);
-        lane.push(status("a", EstadoQr::Pending), 1, now + Duration::from_secs(1), 100);
-        lane.push(status("a", EstadoQr::Active), 1, now + Duration::from_secs(5), 100);
-        lane.push(status("b", EstadoQr::Pending), 1, now + Duration::from_secs(3), 100);
+        lane.push(
+            status("a", EstadoQr::Pending),
+            1,
+            now + Duration::from_secs(1),
+            100,
+        );
+        lane.push(
+            status("a", EstadoQr::Active),
+            1,
+            now + Duration::from_secs(5),
+            100,
+        );
+        lane.push(
+            status("b", EstadoQr::Pending),
+            1,
+            now + Duration::from_secs(3),
+            100,
+        );
         assert_eq!(lane.pending(), 2);
         assert!(!lane.is_ready(now, 10, false));
         assert!(lane.is_ready(now + Duration::from_secs(1), 10, false));
@@ -391,6 +421,7 @@ mod tests {
         for index in 0..5u64 {
             lane.push(
                 status(&format!("s{index}"), EstadoQr::Pending),
+                1,
                 now + Duration::from_secs(10 - index),
                 100,
             );

@@ -23,7 +23,7 @@ pub use outbox::{DurableOutbox, StoredItem};
 use crate::{
     messages::{EstadoQr, Lane, OutboundItem, Payload, QrCode, StatusChanged, Urgency},
     sink::{Deliver, DeliveryOutcome, LaravelSink},
-    store::next_seq,
+    store::{drive_writes, next_seq},
 };
 
 /// What a waiter waits for.
@@ -57,7 +57,12 @@ pub struct BatchActor {
 
 impl BatchActor {
     /// A batch actor sending to `sink`, keeping a durable copy in `outbox` when given.
-    pub fn new(config: BatchConfig, sink: Addr<LaravelSink>, outbox: Option<DurableOutbox>, log: Logger) -> Self {
+    pub fn new(
+        config: BatchConfig,
+        sink: Addr<LaravelSink>,
+        outbox: Option<DurableOutbox>,
+        log: Logger,
+    ) -> Self {
         Self {
             config,
             lanes: [LaneQueue::new(Lane::Qr), LaneQueue::new(Lane::Status)],
@@ -76,7 +81,12 @@ impl BatchActor {
             outbox.record(&item, seq);
         }
         let lane = item.lane();
-        let pushed = self.lanes[lane.index()].push(item, seq, Instant::now() + delay, self.config.max_pending);
+        let pushed = self.lanes[lane.index()].push(
+            item,
+            seq,
+            Instant::now() + delay,
+            self.config.max_pending,
+        );
         self.after_push(lane, pushed);
         self.persist(ctx);
         self.pump(ctx);
@@ -121,7 +131,12 @@ impl BatchActor {
             Lane::Qr => self.config.interval,
             Lane::Status => self.config.status_interval,
         };
-        let settled = self.lanes[lane.index()].settle(outcome, Instant::now(), retry_base, self.config.retry_backoff_max);
+        let settled = self.lanes[lane.index()].settle(
+            outcome,
+            Instant::now(),
+            retry_base,
+            self.config.retry_backoff_max,
+        );
         for (session_id, seq) in settled {
             self.forget(lane, &session_id, seq);
         }
@@ -131,26 +146,21 @@ impl BatchActor {
 
     /// Writes the outbox journal to Redis, one write at a time; retries with backoff on failure.
     fn persist(&mut self, ctx: &mut Context<Self>) {
-        let Some(write) = self.outbox.as_mut().and_then(|outbox| outbox.queue.start_write()) else {
-            return;
-        };
-        write
-            .into_actor(self)
-            .map(|outcome, actor, ctx| {
-                let Some(outbox) = actor.outbox.as_mut() else { return };
-                match outbox.queue.finish_write(outcome) {
-                    None => actor.persist(ctx),
-                    Some((delay, error)) => {
-                        if outbox.queue.failed_writes == 1 || outbox.queue.failed_writes.is_power_of_two() {
-                            warn!(actor.log, "Outbox write to Redis failed; retrying.";
-                                "error" => %error, "delay" => ?delay, "unwritten" => outbox.queue.unwritten());
-                        }
-                        ctx.run_later(delay, Self::persist);
+        drive_writes(
+            self,
+            ctx,
+            |actor| actor.outbox.as_mut().map(|outbox| &mut outbox.queue),
+            |actor, _, error| {
+                if let (Some(error), Some(outbox)) = (error, &actor.outbox) {
+                    let failures = outbox.queue.failed_writes;
+                    if failures.is_power_of_two() {
+                        warn!(actor.log, "Outbox write to Redis failed; retrying.";
+                            "error" => %error, "failed_writes" => failures, "unwritten" => outbox.queue.unwritten());
                     }
                 }
                 actor.answer_waiters();
-            })
-            .spawn(ctx);
+            },
+        );
     }
 
     /// Loads what an earlier run left in the outbox; retries until Redis answers.
@@ -199,15 +209,20 @@ impl BatchActor {
             }
             ctx.cancel_future(handle);
         }
-        let handle = ctx.run_later(next.saturating_duration_since(Instant::now()), |actor, ctx| {
-            actor.wake = None;
-            actor.pump(ctx);
-        });
+        let handle = ctx.run_later(
+            next.saturating_duration_since(Instant::now()),
+            |actor, ctx| {
+                actor.wake = None;
+                actor.pump(ctx);
+            },
+        );
         self.wake = Some((next, handle));
     }
 
     fn unwritten(&self) -> usize {
-        self.outbox.as_ref().map_or(0, |outbox| outbox.queue.unwritten())
+        self.outbox
+            .as_ref()
+            .map_or(0, |outbox| outbox.queue.unwritten())
     }
 
     fn answer_waiters(&mut self) {
@@ -283,7 +298,9 @@ impl Handler<StatusChanged> for BatchActor {
                 estado_qr: EstadoQr::Pending
             }
         );
-        if waiting_qr_is_stale && let Some(seq) = self.lanes[Lane::Qr.index()].retract(&event.item.session_id) {
+        if waiting_qr_is_stale
+            && let Some(seq) = self.lanes[Lane::Qr.index()].retract(&event.item.session_id)
+        {
             self.forget(Lane::Qr, &event.item.session_id, seq);
         }
         let delay = match event.urgency {

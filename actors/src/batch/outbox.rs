@@ -10,6 +10,9 @@ use crate::{
     store::{Keys, PersistQueue, RedisPool, StoreError, split_stored},
 };
 
+/// A hash's fields and values, as `HGETALL` answers.
+type HashEntries = Vec<(String, String)>;
+
 /// The outbox's journal and where it writes.
 pub struct DurableOutbox {
     /// Journal and write loop.
@@ -59,7 +62,9 @@ impl DurableOutbox {
     }
 
     /// Reads every stored item (both lanes). Unreadable entries are skipped.
-    pub fn load(&self) -> impl std::future::Future<Output = Result<Vec<StoredItem>, StoreError>> + 'static {
+    pub fn load(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<StoredItem>, StoreError>> + 'static {
         let pool = self.pool.clone();
         let keys = [self.keys.outbox(Lane::Qr), self.keys.outbox(Lane::Status)];
         async move {
@@ -67,15 +72,17 @@ impl DurableOutbox {
             for key in &keys {
                 pipeline.hgetall(key);
             }
-            let (qrs, statuses): (Vec<(String, String)>, Vec<(String, String)>) = pool.pipeline(&pipeline).await?;
-            let parse = |lane: Lane, entries: Vec<(String, String)>| {
+            let (qrs, statuses): (HashEntries, HashEntries) = pool.pipeline(&pipeline).await?;
+            let parse = |lane: Lane, entries: HashEntries| {
                 entries.into_iter().filter_map(move |(_, stored)| {
                     let (seq, json) = split_stored(&stored)?;
                     let item: OutboundItem = serde_json::from_str(json).ok()?;
                     Some(StoredItem { lane, seq, item })
                 })
             };
-            Ok(parse(Lane::Qr, qrs).chain(parse(Lane::Status, statuses)).collect())
+            Ok(parse(Lane::Qr, qrs)
+                .chain(parse(Lane::Status, statuses))
+                .collect())
         }
     }
 }

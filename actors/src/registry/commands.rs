@@ -199,7 +199,7 @@ pub struct RemoveSession {
 impl Handler<RemoveSession> for SessionRegistry {
     type Result = Result<(), RegistryError>;
 
-    fn handle(&mut self, remove: RemoveSession, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, remove: RemoveSession, ctx: &mut Context<Self>) -> Self::Result {
         let reason = if remove.logout {
             "deleted with logout"
         } else {
@@ -210,6 +210,7 @@ impl Handler<RemoveSession> for SessionRegistry {
             Some(EstadoQr::Inactive),
             remove.logout,
             reason,
+            ctx,
         ) {
             Ok(())
         } else {
@@ -267,8 +268,8 @@ pub struct CleanupPending;
 impl Handler<CleanupPending> for SessionRegistry {
     type Result = usize;
 
-    fn handle(&mut self, _: CleanupPending, _: &mut Context<Self>) -> usize {
-        self.sweep_pending()
+    fn handle(&mut self, _: CleanupPending, ctx: &mut Context<Self>) -> usize {
+        self.sweep_pending(ctx)
     }
 }
 
@@ -280,8 +281,8 @@ pub struct CleanupNotConnected;
 impl Handler<CleanupNotConnected> for SessionRegistry {
     type Result = usize;
 
-    fn handle(&mut self, _: CleanupNotConnected, _: &mut Context<Self>) -> usize {
-        self.sweep_not_connected()
+    fn handle(&mut self, _: CleanupNotConnected, ctx: &mut Context<Self>) -> usize {
+        self.sweep_not_connected(ctx)
     }
 }
 

@@ -6,6 +6,7 @@
 mod commands;
 mod entry;
 mod notices;
+mod persistence;
 
 use std::{
     collections::HashMap,
@@ -24,9 +25,11 @@ pub use commands::{
 };
 pub use entry::{CrashVerdict, SessionEntry, SessionSummary};
 pub use notices::{SessionDied, SessionFinished, SessionStateChanged};
+pub use persistence::{FlushRegistry, SessionRecord, SessionStore};
 
 use crate::{
     batch::BatchActor,
+    cache::CacheHandle,
     engine::EngineFactory,
     messages::{EstadoQr, OutboundItem, Payload, SessionId, StatusChanged, Urgency, unix_millis},
     session::{SessionActor, SessionConfig, SessionError, SessionSetup, SessionState, StopSession},
@@ -61,6 +64,20 @@ pub enum RegistryError {
     Session(#[from] SessionError),
 }
 
+/// What the registry works with besides its settings.
+pub struct RegistryLinks {
+    /// Builds each session's engine.
+    pub engine_factory: Arc<dyn EngineFactory>,
+    /// Per-session stores live under `store_root/{id}`.
+    pub store_root: PathBuf,
+    /// Where sessions send events.
+    pub batch: Addr<BatchActor>,
+    /// The Redis cache, when enabled.
+    pub cache: Option<CacheHandle>,
+    /// Durable session records, when Redis is enabled.
+    pub store: Option<SessionStore>,
+}
+
 /// The registry actor.
 pub struct SessionRegistry {
     /// Limits, sweeps, restart policy.
@@ -71,6 +88,10 @@ pub struct SessionRegistry {
     store_root: PathBuf,
     /// Where sessions send events (and where the registry reports given-up sessions).
     batch: Addr<BatchActor>,
+    /// The Redis cache sessions mirror their state to, when enabled.
+    cache: Option<CacheHandle>,
+    /// The Redis record of every session, for restore; `None` when Redis is disabled.
+    store: Option<SessionStore>,
     /// Every session this node owns.
     sessions: HashMap<SessionId, SessionEntry>,
     /// False once shutdown began.
@@ -82,19 +103,15 @@ pub struct SessionRegistry {
 }
 
 impl SessionRegistry {
-    /// A registry with no sessions.
-    pub fn new(
-        config: SessionConfig,
-        engine_factory: Arc<dyn EngineFactory>,
-        store_root: PathBuf,
-        batch: Addr<BatchActor>,
-        log: Logger,
-    ) -> Self {
+    /// A registry with no sessions (it restores those recorded in `links.store` on start).
+    pub fn new(config: SessionConfig, links: RegistryLinks, log: Logger) -> Self {
         Self {
             config: Arc::new(config),
-            engine_factory,
-            store_root,
-            batch,
+            engine_factory: links.engine_factory,
+            store_root: links.store_root,
+            batch: links.batch,
+            cache: links.cache,
+            store: links.store,
             sessions: HashMap::new(),
             accepting: true,
             crashes: 0,
@@ -115,12 +132,14 @@ impl SessionRegistry {
             store_dir: self.store_root.join(session_id),
             engine_factory: Arc::clone(&self.engine_factory),
             batch: self.batch.clone(),
+            cache: self.cache.clone(),
             registry: ctx.address(),
             config: Arc::clone(&self.config),
             log: self.log.new(o!("session_id" => session_id.to_string())),
         };
         entry.addr = Some(SessionActor::launch(setup));
         entry.record_state(SessionState::Starting, Instant::now());
+        self.save(session_id, ctx);
     }
 
     /// Forgets a session and tells its actor to finish, reporting `report`.
@@ -130,10 +149,12 @@ impl SessionRegistry {
         report: Option<EstadoQr>,
         logout: bool,
         reason: &str,
+        ctx: &mut Context<Self>,
     ) -> bool {
         let Some(entry) = self.sessions.remove(session_id) else {
             return false;
         };
+        self.unsave(session_id, ctx);
         match entry.addr {
             Some(addr) => addr.do_send(StopSession {
                 report,
@@ -168,7 +189,7 @@ impl SessionRegistry {
         });
     }
 
-    fn sweep_pending(&mut self) -> usize {
+    fn sweep_pending(&mut self, ctx: &mut Context<Self>) -> usize {
         let now = Instant::now();
         let expired: Vec<SessionId> = self
             .sessions
@@ -182,6 +203,7 @@ impl SessionRegistry {
                 Some(EstadoQr::Expired),
                 false,
                 "pending timeout: never scanned",
+                ctx,
             );
         }
         if !expired.is_empty() {
@@ -190,7 +212,7 @@ impl SessionRegistry {
         expired.len()
     }
 
-    fn sweep_not_connected(&mut self) -> usize {
+    fn sweep_not_connected(&mut self, ctx: &mut Context<Self>) -> usize {
         let now = Instant::now();
         let lost: Vec<SessionId> = self
             .sessions
@@ -204,6 +226,7 @@ impl SessionRegistry {
                 Some(EstadoQr::Inactive),
                 false,
                 "not connected for a whole sweep interval",
+                ctx,
             );
         }
         if !lost.is_empty() {
@@ -238,6 +261,7 @@ impl SessionRegistry {
             CrashVerdict::RestartAfter(delay) => {
                 warn!(self.log, "Session crashed; restarting."; "session_id" => session_id,
                     "reason" => &reason, "restarts" => entry.restarts, "delay" => ?delay);
+                self.save(session_id, ctx);
                 let session_id = session_id.to_string();
                 ctx.run_later(delay, move |registry, ctx| {
                     let still_waiting = registry.sessions.get(&session_id).is_some_and(|entry| {
@@ -255,6 +279,7 @@ impl SessionRegistry {
                     Some(EstadoQr::Inactive),
                     false,
                     "crashed too often",
+                    ctx,
                 );
             }
         }
@@ -307,12 +332,13 @@ impl Actor for SessionRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.config.pending_sweep_interval, |registry, _| {
-            registry.sweep_pending();
+        ctx.run_interval(self.config.pending_sweep_interval, |registry, ctx| {
+            registry.sweep_pending(ctx);
         });
-        ctx.run_interval(self.config.not_connected_sweep_interval, |registry, _| {
-            registry.sweep_not_connected();
+        ctx.run_interval(self.config.not_connected_sweep_interval, |registry, ctx| {
+            registry.sweep_not_connected(ctx);
         });
         ctx.run_interval(self.config.watchdog_interval, Self::watchdog);
+        self.restore(ctx);
     }
 }

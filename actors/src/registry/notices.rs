@@ -22,11 +22,12 @@ pub struct SessionStateChanged {
 impl Handler<SessionStateChanged> for SessionRegistry {
     type Result = ();
 
-    fn handle(&mut self, changed: SessionStateChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, changed: SessionStateChanged, ctx: &mut Context<Self>) {
         if let Some(entry) = self.sessions.get_mut(&changed.session_id)
             && entry.generation == changed.generation
         {
             entry.record_state(changed.state, Instant::now());
+            self.save(&changed.session_id, ctx);
         }
     }
 }
@@ -63,6 +64,9 @@ impl Handler<SessionFinished> for SessionRegistry {
             self.launch(&finished.session_id, ctx);
         } else {
             self.sessions.remove(&finished.session_id);
+            if !finished.renew {
+                self.unsave(&finished.session_id, ctx);
+            }
         }
     }
 }

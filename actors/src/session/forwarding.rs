@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use slog::warn;
 
-use super::{QrDecision, SessionActor, SessionState};
+use super::{QrDecision, SessionActor, SessionState, qr_forwarding::qr_digest};
 use crate::{
+    cache::CacheEntry,
     messages::{EstadoQr, OutboundItem, Payload, QrCode, StatusChanged, Urgency, unix_millis},
     qr_image::qr_data_url,
 };
@@ -45,6 +46,7 @@ impl SessionActor {
             return None;
         }
         self.last_status = Some(estado_qr);
+        self.tell_cache(CacheEntry::Status { estado_qr });
         Some(StatusChanged {
             item: self.item(Payload::Status { estado_qr }),
             urgency,
@@ -67,6 +69,10 @@ impl SessionActor {
         match qr_data_url(code) {
             Ok(qr) => {
                 self.qr_forwarded += 1;
+                self.tell_cache(CacheEntry::Qr {
+                    qr: qr.clone(),
+                    digest: qr_digest(code),
+                });
                 self.held.qr = Some(QrCode {
                     item: self.item(Payload::Qr { qr }),
                 });

@@ -6,8 +6,9 @@ use std::time::Instant;
 use actix::prelude::*;
 use slog::{info, warn};
 
-use super::{SessionActor, SessionState};
+use super::{CACHE_ANSWER_TIMEOUT, SessionActor, SessionState};
 use crate::{
+    cache::IsSessionActive,
     engine::DisconnectReason,
     messages::{EstadoQr, Urgency},
     registry::SessionFinished,
@@ -48,6 +49,7 @@ impl Ending {
 impl SessionActor {
     pub(super) fn on_connected(&mut self, ctx: &mut Context<Self>) {
         self.discard_held_qr(ctx);
+        self.tell_cache(self.info_entry());
         self.reconnect_attempts = 0;
         self.connected_at = Some(Instant::now());
         self.set_state(SessionState::Active);
@@ -74,9 +76,34 @@ impl SessionActor {
                 self.connect(ctx);
             }
             DisconnectReason::ConnectionLost | DisconnectReason::ConnectionReplaced => {
-                self.connection_dropped(reason.as_str().to_string(), ctx);
+                self.reconnect_if_still_wanted(reason.as_str().to_string(), ctx);
             }
         }
+    }
+
+    /// A connection closed without a logout: reconnect only if Laravel still wants the session
+    /// (`is_session_active`, fail-safe "yes"), else finish it as `inactive`.
+    fn reconnect_if_still_wanted(&mut self, reason: String, ctx: &mut Context<Self>) {
+        let Some(cache) = &self.cache else {
+            return self.connection_dropped(reason, ctx);
+        };
+        let ask = cache.addr.send(IsSessionActive {
+            session_id: self.session_id.clone(),
+        });
+        self.set_state(SessionState::Connecting);
+        async move { ask.timeout(CACHE_ANSWER_TIMEOUT).await.unwrap_or(true) }
+            .into_actor(self)
+            .map(move |active, actor, ctx| {
+                if active {
+                    actor.connection_dropped(reason, ctx);
+                } else {
+                    actor.finish(
+                        Ending::by_itself(EstadoQr::Inactive, "no longer active in Laravel"),
+                        ctx,
+                    );
+                }
+            })
+            .spawn(ctx);
     }
 
     pub(super) fn connection_dropped(&mut self, reason: String, ctx: &mut Context<Self>) {

@@ -24,16 +24,20 @@ use slog::{Logger, debug, info, warn};
 pub use commands::{Inspect, SessionError, Simulate, SimulateCommand, StopSession};
 pub use config::SessionConfig;
 use forwarding::HeldEvents;
-pub use qr_forwarding::{QrDecision, QrForwarder};
+pub use qr_forwarding::{QrDecision, QrForwarder, fnv1a, qr_digest};
 pub use state::{ActorInspection, SessionState};
 
 use crate::{
     batch::BatchActor,
+    cache::{CacheEntry, CacheHandle, LastQrDigest},
     crash::DeathNotice,
     engine::{Engine, EngineEvent, EngineFactory, EngineSpec, event_channel},
     messages::{EstadoQr, SessionId},
     registry::{SessionRegistry, SessionStateChanged},
 };
+
+/// How long a session waits for the cache's answers before going on without them.
+pub(crate) const CACHE_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the registry hands a new session actor.
 pub struct SessionSetup {
@@ -49,6 +53,8 @@ pub struct SessionSetup {
     pub engine_factory: Arc<dyn EngineFactory>,
     /// Where its events go.
     pub batch: Addr<BatchActor>,
+    /// The Redis cache, when enabled.
+    pub cache: Option<CacheHandle>,
     /// Who supervises it.
     pub registry: Addr<SessionRegistry>,
     /// Shared settings.
@@ -71,6 +77,8 @@ pub struct SessionActor {
     event_backlog: Arc<AtomicUsize>,
     /// Where QR and status events go.
     batch: Addr<BatchActor>,
+    /// Mirrors QR, status, connection and info to Redis; answers `is_session_active`.
+    cache: Option<CacheHandle>,
     /// The supervisor.
     registry: Addr<SessionRegistry>,
     /// Shared settings.
@@ -139,6 +147,7 @@ impl SessionActor {
                 engine,
                 event_backlog,
                 batch: setup.batch,
+                cache: setup.cache,
                 registry: setup.registry,
                 config: setup.config,
                 state: SessionState::Starting,
@@ -169,11 +178,26 @@ impl SessionActor {
         }
         debug!(self.log, "Session state changed."; "from" => self.state.as_str(), "to" => state.as_str());
         self.state = state;
+        self.tell_cache(CacheEntry::Connection { state });
         self.registry.do_send(SessionStateChanged {
             session_id: self.session_id.clone(),
             generation: self.generation,
             state,
         });
+    }
+
+    fn tell_cache(&self, entry: CacheEntry) {
+        if let Some(cache) = &self.cache {
+            cache.update(&self.session_id, entry);
+        }
+    }
+
+    fn info_entry(&self) -> CacheEntry {
+        CacheEntry::Info {
+            user_id: self.user_id,
+            engine: self.engine.kind(),
+            phone: self.phone.clone(),
+        }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -221,8 +245,26 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         info!(self.log, "Session started."; "engine" => self.engine.kind(), "generation" => self.generation);
-        self.connect(ctx);
+        self.tell_cache(self.info_entry());
         ctx.run_interval(self.config.housekeeping_interval, Self::housekeeping);
+        let Some(cache) = &self.cache else {
+            return self.connect(ctx);
+        };
+        // Learn the last QR forwarded for this session (by an earlier run or another node)
+        // before the first QR arrives, so it is not sent twice.
+        let ask = cache.addr.send(LastQrDigest {
+            session_id: self.session_id.clone(),
+        });
+        ctx.wait(
+            async move { ask.timeout(CACHE_ANSWER_TIMEOUT).await.ok().flatten() }
+                .into_actor(self)
+                .map(|digest, actor, ctx| {
+                    if let Some(digest) = digest {
+                        actor.qr.seed(digest);
+                    }
+                    actor.connect(ctx);
+                }),
+        );
     }
 }
 

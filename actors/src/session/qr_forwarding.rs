@@ -1,5 +1,6 @@
 //! Per-session QR forwarding: drop duplicates, throttle to one per window, keep the newest
-//! (trailing edge) so the last QR of a burst is always sent when the window ends.
+//! (trailing edge) so the last QR of a burst is always sent when the window ends. Dedupe compares
+//! digests, so the last digest can be seeded from Redis after a restart or on another node.
 
 use std::time::{Duration, Instant};
 
@@ -14,10 +15,22 @@ pub enum QrDecision {
     Duplicate,
 }
 
+/// FNV-1a, 64 bits: a hash that is the same on every node and run (unlike std's).
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A stable digest of a QR text (hex FNV-1a).
+pub fn qr_digest(code: &str) -> String {
+    format!("{:016x}", fnv1a(code))
+}
+
 /// Dedupe and throttle state for one session.
 #[derive(Debug, Default)]
 pub struct QrForwarder {
-    /// The last QR handed on, for dedupe.
+    /// Digest of the last QR handed on, for dedupe.
     last_forwarded: Option<String>,
     /// When the last QR was handed on: the throttle window starts there.
     last_forwarded_at: Option<Instant>,
@@ -33,7 +46,7 @@ impl QrForwarder {
     /// Decides what to do with a QR received at `now`.
     pub fn offer(&mut self, code: String, now: Instant, window: Duration) -> QrDecision {
         if self.held.as_deref() == Some(code.as_str())
-            || (self.held.is_none() && self.last_forwarded.as_deref() == Some(code.as_str()))
+            || (self.held.is_none() && self.last_forwarded == Some(qr_digest(&code)))
         {
             self.duplicates += 1;
             return QrDecision::Duplicate;
@@ -60,12 +73,19 @@ impl QrForwarder {
             return None;
         }
         let code = self.held.take()?;
-        if self.last_forwarded.as_deref() == Some(code.as_str()) {
+        if self.last_forwarded == Some(qr_digest(&code)) {
             self.duplicates += 1;
             return None;
         }
         self.mark_forwarded(code.clone(), now);
         Some(code)
+    }
+
+    /// Remembers the digest of a QR forwarded before (by an earlier run or another node).
+    pub fn seed(&mut self, digest: String) {
+        if self.last_forwarded.is_none() {
+            self.last_forwarded = Some(digest);
+        }
     }
 
     /// Forgets a held QR (the session connected or closed: it is stale).
@@ -79,7 +99,7 @@ impl QrForwarder {
     }
 
     fn mark_forwarded(&mut self, code: String, now: Instant) {
-        self.last_forwarded = Some(code);
+        self.last_forwarded = Some(qr_digest(&code));
         self.last_forwarded_at = Some(now);
     }
 }
@@ -129,6 +149,17 @@ mod tests {
         );
         assert_eq!(forwarder.release(now + WINDOW, WINDOW), Some("c".into()));
         assert_eq!(forwarder.release(now + WINDOW * 3, WINDOW), None);
+    }
+
+    #[test]
+    fn a_seeded_digest_drops_the_same_qr_after_a_restart() {
+        let mut forwarder = QrForwarder::default();
+        forwarder.seed(qr_digest("a"));
+        assert_eq!(
+            forwarder.offer("a".into(), Instant::now(), WINDOW),
+            QrDecision::Duplicate
+        );
+        assert_eq!(qr_digest("a"), "af63dc4c8601ec8c");
     }
 
     #[test]

@@ -79,14 +79,21 @@ impl RedisConfig {
         let is_redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
         match self.mode {
             RedisMode::Standalone if !is_redis_url(&self.url) => {
-                return Err(format!("redis.url must start with redis:// or rediss://, got {:?}", self.url));
+                return Err(format!(
+                    "redis.url must start with redis:// or rediss://, got {:?}",
+                    self.url
+                ));
             }
             RedisMode::Sentinel | RedisMode::Cluster if self.urls.is_empty() => {
-                return Err("redis.urls must list at least one node for sentinel or cluster mode".into());
+                return Err(
+                    "redis.urls must list at least one node for sentinel or cluster mode".into(),
+                );
             }
             RedisMode::Sentinel | RedisMode::Cluster => {
                 if let Some(bad) = self.urls.iter().find(|url| !is_redis_url(url)) {
-                    return Err(format!("redis.urls entries must start with redis:// or rediss://, got {bad:?}"));
+                    return Err(format!(
+                        "redis.urls entries must start with redis:// or rediss://, got {bad:?}"
+                    ));
                 }
             }
             RedisMode::Standalone => {}
@@ -98,7 +105,10 @@ impl RedisConfig {
             return Err("redis.pool_size must be at least 1".into());
         }
         if self.timeout.is_zero() || self.retry_base.is_zero() || self.check_interval.is_zero() {
-            return Err("redis.timeout, redis.retry_base and redis.check_interval must be above zero".into());
+            return Err(
+                "redis.timeout, redis.retry_base and redis.check_interval must be above zero"
+                    .into(),
+            );
         }
         if self.retry_max < self.retry_base {
             return Err("redis.retry_max must be at least redis.retry_base".into());

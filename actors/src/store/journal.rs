@@ -1,4 +1,4 @@
-//! The write journal: changes to Redis hashes wait here, coalesced per field (latest wins), and
+//! The write journal: changes to Redis hashes (and expiring cache keys) wait here, coalesced per field (latest wins), and
 //! leave in one pipelined round trip; one write is out at a time, so Redis sees them in order.
 //! A failed write goes back into the journal (under newer changes) and is retried with backoff,
 //! so Redis being down costs memory bounded by the number of fields, never by outage length.
@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use actix::prelude::*;
 use deadpool_redis::redis;
 use futures_util::future::LocalBoxFuture;
 
@@ -35,7 +36,9 @@ static LAST_SEQ: AtomicU64 = AtomicU64::new(0);
 pub fn next_seq() -> u64 {
     let floor = unix_millis().saturating_mul(1000);
     let previous = LAST_SEQ
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(last.saturating_add(1).max(floor)))
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(last.saturating_add(1).max(floor))
+        })
         .unwrap_or(floor);
     previous.saturating_add(1).max(floor)
 }
@@ -61,6 +64,13 @@ pub enum JournalOp {
         /// Compare-and-delete bound.
         up_to_seq: Option<u64>,
     },
+    /// A plain key (not a hash field) set to `value`, expiring after `ttl`.
+    Expiring {
+        /// The value.
+        value: String,
+        /// Time to live.
+        ttl: Duration,
+    },
 }
 
 /// `(hash key, field)`.
@@ -75,7 +85,10 @@ pub struct HashJournal {
 impl HashJournal {
     /// Queues a store of `value` (replacing whatever was queued for the field).
     pub fn put(&mut self, key: &str, field: &str, seq: u64, value: String) {
-        self.ops.insert((key.to_string(), field.to_string()), JournalOp::Put { seq, value });
+        self.ops.insert(
+            (key.to_string(), field.to_string()),
+            JournalOp::Put { seq, value },
+        );
     }
 
     /// Queues a delete. A queued store newer than `up_to_seq` survives it.
@@ -83,16 +96,39 @@ impl HashJournal {
         let field_key = (key.to_string(), field.to_string());
         let merged = match (self.ops.get(&field_key), up_to_seq) {
             (Some(JournalOp::Put { seq, .. }), Some(bound)) if *seq > bound => return,
-            (Some(JournalOp::Remove { up_to_seq: Some(earlier) }), Some(bound)) => Some(bound.max(*earlier)),
+            (
+                Some(JournalOp::Remove {
+                    up_to_seq: Some(earlier),
+                }),
+                Some(bound),
+            ) => Some(bound.max(*earlier)),
             _ => up_to_seq,
         };
-        self.ops.insert(field_key, JournalOp::Remove { up_to_seq: merged });
+        self.ops
+            .insert(field_key, JournalOp::Remove { up_to_seq: merged });
+    }
+
+    /// Queues `SET key value PX ttl` (a cache entry; the field part of its journal key is empty).
+    pub fn set_expiring(&mut self, key: &str, value: String, ttl: Duration) {
+        self.ops.insert(
+            (key.to_string(), String::new()),
+            JournalOp::Expiring { value, ttl },
+        );
+    }
+
+    /// The value queued for a plain key, not yet written (read-your-writes for caches).
+    pub fn queued_value(&self, key: &str) -> Option<&str> {
+        match self.ops.get(&(key.to_string(), String::new())) {
+            Some(JournalOp::Expiring { value, .. }) => Some(value),
+            _ => None,
+        }
     }
 
     fn apply(&mut self, (key, field): FieldKey, op: JournalOp) {
         match op {
             JournalOp::Put { seq, value } => self.put(&key, &field, seq, value),
             JournalOp::Remove { up_to_seq } => self.remove(&key, &field, up_to_seq),
+            JournalOp::Expiring { value, ttl } => self.set_expiring(&key, value, ttl),
         }
     }
 
@@ -175,6 +211,11 @@ impl PersistQueue {
         self.journal.len() + self.in_flight
     }
 
+    /// A cache value queued and not yet written (read-your-writes).
+    pub fn queued_value(&self, key: &str) -> Option<&str> {
+        self.journal.queued_value(key)
+    }
+
     /// Whether a write is under way.
     pub fn is_writing(&self) -> bool {
         self.in_flight > 0
@@ -196,7 +237,19 @@ impl PersistQueue {
                 JournalOp::Remove { up_to_seq: None } => {
                     pipeline.hdel(key, field).ignore();
                 }
-                JournalOp::Remove { up_to_seq: Some(seq) } => {
+                JournalOp::Expiring { value, ttl } => {
+                    let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                    pipeline
+                        .cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(millis)
+                        .ignore();
+                }
+                JournalOp::Remove {
+                    up_to_seq: Some(seq),
+                } => {
                     pipeline
                         .cmd("EVAL")
                         .arg(DELETE_IF_NOT_NEWER)
@@ -236,6 +289,39 @@ impl PersistQueue {
     }
 }
 
+/// Drives an actor's [`PersistQueue`]: starts a write when none is under way, and when it ends
+/// starts the next (or, after a failure, retries after the backoff). `after` hears of each end.
+pub fn drive_writes<A>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    queue: fn(&mut A) -> Option<&mut PersistQueue>,
+    after: fn(&mut A, &mut Context<A>, Option<&StoreError>),
+) where
+    A: Actor<Context = Context<A>>,
+{
+    let Some(write) = queue(actor).and_then(PersistQueue::start_write) else {
+        return;
+    };
+    write
+        .into_actor(actor)
+        .map(move |outcome, actor, ctx| {
+            let Some(persist) = queue(actor) else { return };
+            match persist.finish_write(outcome) {
+                None => {
+                    after(actor, ctx, None);
+                    drive_writes(actor, ctx, queue, after);
+                }
+                Some((delay, error)) => {
+                    after(actor, ctx, Some(&error));
+                    ctx.run_later(delay, move |actor, ctx| {
+                        drive_writes(actor, ctx, queue, after)
+                    });
+                }
+            }
+        })
+        .spawn(ctx);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,11 +338,20 @@ mod tests {
         journal.put("k", "a", 1, "one".into());
         journal.put("k", "a", 2, "two".into());
         journal.remove("k", "a", Some(1));
-        assert_eq!(only_op(&mut journal), JournalOp::Put { seq: 2, value: "two".into() });
+        assert_eq!(
+            only_op(&mut journal),
+            JournalOp::Put {
+                seq: 2,
+                value: "two".into()
+            }
+        );
 
         journal.put("k", "a", 3, "three".into());
         journal.remove("k", "a", Some(3));
-        assert_eq!(only_op(&mut journal), JournalOp::Remove { up_to_seq: Some(3) });
+        assert_eq!(
+            only_op(&mut journal),
+            JournalOp::Remove { up_to_seq: Some(3) }
+        );
     }
 
     #[test]
@@ -269,8 +364,18 @@ mod tests {
         journal.give_back(failed);
         let mut ops = journal.take();
         ops.sort_by(|left, right| left.0.cmp(&right.0));
-        assert_eq!(ops[0].1, JournalOp::Remove { up_to_seq: Some(1) }, "the ack came later: it wins");
-        assert_eq!(ops[1].1, JournalOp::Put { seq: 1, value: "one".into() });
+        assert_eq!(
+            ops[0].1,
+            JournalOp::Remove { up_to_seq: Some(1) },
+            "the ack came later: it wins"
+        );
+        assert_eq!(
+            ops[1].1,
+            JournalOp::Put {
+                seq: 1,
+                value: "one".into()
+            }
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ mod keys;
 mod pool;
 
 pub use config::{RedisConfig, RedisMode};
-pub use journal::{HashJournal, JournalOp, PersistQueue, WriteOutcome, next_seq, split_stored};
+pub use journal::{
+    HashJournal, JournalOp, PersistQueue, WriteOutcome, drive_writes, next_seq, split_stored,
+};
 pub use keys::Keys;
 pub use pool::{RedisHealth, RedisHealthSnapshot, RedisPool, StoreError};

@@ -70,8 +70,10 @@ impl RedisHealth {
             Ok(latency) => {
                 self.up.store(true, Ordering::Relaxed);
                 self.calls.fetch_add(1, Ordering::Relaxed);
-                self.last_latency_us
-                    .store(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                self.last_latency_us.store(
+                    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
             }
             Err(error) => {
                 self.up.store(false, Ordering::Relaxed);
@@ -123,7 +125,12 @@ impl ConnectionLike for Connection {
         }
     }
 
-    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Connection::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
             Connection::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
@@ -165,15 +172,26 @@ impl RedisPool {
         let config_error = |error: &dyn std::fmt::Display| StoreError::Config(error.to_string());
         let pools = match config.mode {
             RedisMode::Standalone => {
-                let mut pool = deadpool_redis::Config::from_url(with_password(&config.url, &config.password));
+                let mut pool =
+                    deadpool_redis::Config::from_url(with_password(&config.url, &config.password));
                 pool.pool = Some(pool_config);
-                Pools::Standalone(pool.create_pool(Some(Runtime::Tokio1)).map_err(|e| config_error(&e))?)
+                Pools::Standalone(
+                    pool.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| config_error(&e))?,
+                )
             }
             RedisMode::Cluster => {
-                let urls: Vec<String> = config.urls.iter().map(|url| with_password(url, &config.password)).collect();
+                let urls: Vec<String> = config
+                    .urls
+                    .iter()
+                    .map(|url| with_password(url, &config.password))
+                    .collect();
                 let mut pool = deadpool_redis::cluster::Config::from_urls(urls);
                 pool.pool = Some(pool_config);
-                Pools::Cluster(pool.create_pool(Some(Runtime::Tokio1)).map_err(|e| config_error(&e))?)
+                Pools::Cluster(
+                    pool.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| config_error(&e))?,
+                )
             }
             RedisMode::Sentinel => {
                 let mut pool = deadpool_redis::sentinel::Config::from_urls(
@@ -182,16 +200,20 @@ impl RedisPool {
                     deadpool_redis::sentinel::SentinelServerType::Master,
                 );
                 if !config.password.is_empty() {
-                    pool.node_connection_info = Some(deadpool_redis::sentinel::SentinelNodeConnectionInfo {
-                        tls_mode: None,
-                        redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
-                            password: Some(config.password.clone()),
-                            ..deadpool_redis::RedisConnectionInfo::default()
-                        }),
-                    });
+                    pool.node_connection_info =
+                        Some(deadpool_redis::sentinel::SentinelNodeConnectionInfo {
+                            tls_mode: None,
+                            redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
+                                password: Some(config.password.clone()),
+                                ..deadpool_redis::RedisConnectionInfo::default()
+                            }),
+                        });
                 }
                 pool.pool = Some(pool_config);
-                Pools::Sentinel(pool.create_pool(Some(Runtime::Tokio1)).map_err(|e| config_error(&e))?)
+                Pools::Sentinel(
+                    pool.create_pool(Some(Runtime::Tokio1))
+                        .map_err(|e| config_error(&e))?,
+                )
             }
         };
         Ok(Self {
@@ -207,11 +229,18 @@ impl RedisPool {
     }
 
     async fn connection(&self) -> Result<Connection, StoreError> {
-        let unavailable = |error: &dyn std::fmt::Display| StoreError::Unavailable(error.to_string());
+        let unavailable =
+            |error: &dyn std::fmt::Display| StoreError::Unavailable(error.to_string());
         Ok(match &self.pools {
-            Pools::Standalone(pool) => Connection::Standalone(pool.get().await.map_err(|e| unavailable(&e))?),
-            Pools::Sentinel(pool) => Connection::Sentinel(pool.get().await.map_err(|e| unavailable(&e))?),
-            Pools::Cluster(pool) => Connection::Cluster(pool.get().await.map_err(|e| unavailable(&e))?),
+            Pools::Standalone(pool) => {
+                Connection::Standalone(pool.get().await.map_err(|e| unavailable(&e))?)
+            }
+            Pools::Sentinel(pool) => {
+                Connection::Sentinel(pool.get().await.map_err(|e| unavailable(&e))?)
+            }
+            Pools::Cluster(pool) => {
+                Connection::Cluster(pool.get().await.map_err(|e| unavailable(&e))?)
+            }
         })
     }
 
@@ -227,7 +256,8 @@ impl RedisPool {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
-        self.health.record(result.as_ref().map(|_| started.elapsed()));
+        self.health
+            .record(result.as_ref().map(|_| started.elapsed()));
         result
     }
 
@@ -245,7 +275,9 @@ fn with_password(url: &str, password: &str) -> String {
     if password.is_empty() {
         return url.to_string();
     }
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     if rest[..authority_end].contains('@') {
         return url.to_string();
@@ -270,7 +302,10 @@ mod tests {
     #[test]
     fn passwords_go_into_urls_without_credentials() {
         assert_eq!(with_password("redis://h:1/0", ""), "redis://h:1/0");
-        assert_eq!(with_password("redis://h:1/0", "p@ss w"), "redis://:p%40ss%20w@h:1/0");
+        assert_eq!(
+            with_password("redis://h:1/0", "p@ss w"),
+            "redis://:p%40ss%20w@h:1/0"
+        );
         assert_eq!(with_password("redis://:x@h:1/0", "p"), "redis://:x@h:1/0");
     }
 
@@ -278,8 +313,17 @@ mod tests {
     fn every_mode_builds_a_pool() {
         for (mode, urls) in [
             (RedisMode::Standalone, vec![]),
-            (RedisMode::Sentinel, vec!["redis://127.0.0.1:26379".to_string()]),
-            (RedisMode::Cluster, vec!["redis://127.0.0.1:7000".to_string(), "redis://127.0.0.1:7001".to_string()]),
+            (
+                RedisMode::Sentinel,
+                vec!["redis://127.0.0.1:26379".to_string()],
+            ),
+            (
+                RedisMode::Cluster,
+                vec![
+                    "redis://127.0.0.1:7000".to_string(),
+                    "redis://127.0.0.1:7001".to_string(),
+                ],
+            ),
         ] {
             let config = RedisConfig {
                 mode,
@@ -294,6 +338,9 @@ mod tests {
             mode: RedisMode::Cluster,
             ..RedisConfig::default()
         };
-        assert!(bad.validate().is_err_and(|message| message.contains("redis.urls")));
+        assert!(
+            bad.validate()
+                .is_err_and(|message| message.contains("redis.urls"))
+        );
     }
 }
