@@ -65,6 +65,15 @@ impl Wasup {
             );
             None
         };
+        if let Some(pool) = &redis {
+            let pool = pool.clone();
+            let log = log.clone();
+            actix_rt::spawn(async move {
+                for warning in pool.settings_warnings().await {
+                    warn!(log, "Redis is not set up as wasup expects."; "detail" => warning);
+                }
+            });
+        }
         let keys = Keys::new(&config.redis.key_prefix);
         let journal = |pool: &RedisPool| {
             PersistQueue::new(

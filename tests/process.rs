@@ -4,29 +4,19 @@
 mod common;
 
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::{Laravel, redis::RedisServer, wait_until};
+use common::{
+    Laravel,
+    child::{Running, call, free_port, wasup_command},
+    redis::RedisServer,
+    wait_until,
+};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wasup_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wasup"));
-    command.current_dir(env!("CARGO_MANIFEST_DIR"));
-    command
-}
 
 #[test]
 fn a_bad_config_value_exits_non_zero_with_one_clear_line() {
@@ -61,53 +51,24 @@ fn print_config_shows_the_effective_configuration() {
     assert!(text.contains("max_active = 7"), "{text}");
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-    }
-}
-
-async fn call(
-    client: &awc::Client,
-    method: awc::http::Method,
-    url: String,
-    body: Option<Value>,
-) -> Option<(u16, Value)> {
-    let request = client.request(method, url);
-    let mut response = match body {
-        Some(body) => request.send_json(&body).await.ok()?,
-        None => request.send().await.ok()?,
-    };
-    let bytes = response.body().await.ok()?;
-    Some((
-        response.status().as_u16(),
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
 #[actix_rt::test]
 async fn sigterm_flushes_pending_batches_and_exits_zero() {
     let laravel = Laravel::start().await;
     let redis = RedisServer::start();
     let port = free_port();
     let data_dir = std::env::temp_dir().join(format!("wasup-process-{}", std::process::id()));
-    let child = wasup_command()
-        .env("WASUP__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("LARAVEL_API", &laravel.url)
-        .env("REDIS_URL", redis.url())
-        .env("WASUP__ENGINE__DATA_DIR", &data_dir)
-        .env("WASUP__BATCH__INTERVAL", "60s")
-        .env("WASUP__BATCH__STATUS_INTERVAL", "60s")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wasup");
-    let mut running = Running(child);
+    let mut running = Running::spawn(
+        port,
+        &laravel.url,
+        &redis.url(),
+        &data_dir,
+        &[
+            ("WASUP__BATCH__INTERVAL", "60s"),
+            ("WASUP__BATCH__STATUS_INTERVAL", "60s"),
+        ],
+    );
     let client = awc::Client::default();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = running.base.clone();
     wait_until("wasup answers /health", PATIENCE, || async {
         call(
             &client,
@@ -145,7 +106,7 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
     .await;
     assert!(laravel.requests().is_empty());
 
-    let pid = running.0.id().to_string();
+    let pid = running.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -155,7 +116,7 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
     );
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = running.0.try_wait().expect("wait") {
+        if let Some(status) = running.child.try_wait().expect("wait") {
             break status;
         }
         assert!(
@@ -175,7 +136,7 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
     let mut stdout = String::new();
     use std::io::Read;
     running
-        .0
+        .child
         .stdout
         .take()
         .expect("stdout")
@@ -194,6 +155,58 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
     assert!(
         !stdout.contains("data:image/png"),
         "QR payloads are never logged"
+    );
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[actix_rt::test]
+async fn a_redis_that_may_evict_is_reported_at_start() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let answer = redis
+        .query("CONFIG SET maxmemory-policy allkeys-lru")
+        .unwrap_or_default();
+    assert!(answer.starts_with("+OK"), "{answer}");
+    let data_dir = std::env::temp_dir().join(format!("wasup-evict-{}", std::process::id()));
+    let mut running = Running::spawn(free_port(), &laravel.url, &redis.url(), &data_dir, &[]);
+    let client = awc::Client::default();
+    let base = running.base.clone();
+    wait_until("wasup answers /health", PATIENCE, || async {
+        call(
+            &client,
+            awc::http::Method::GET,
+            format!("{base}/health"),
+            None,
+        )
+        .await
+        .is_some()
+    })
+    .await;
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let pid = running.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let _ = running.child.wait();
+    let mut stdout = String::new();
+    use std::io::Read;
+    running
+        .child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
+    assert!(
+        stdout.lines().any(
+            |line| line.contains("Redis is not set up as wasup expects.")
+                && line.contains("maxmemory-policy")
+        ),
+        "{stdout}"
     );
     let _ = std::fs::remove_dir_all(data_dir);
 }

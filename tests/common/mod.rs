@@ -1,6 +1,7 @@
 //! Shared helpers of the black-box tests: a stand-in Laravel, a wasup on port 0, polling waits.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod laravel;
 pub mod redis;
 pub mod service;

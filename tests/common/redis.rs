@@ -105,6 +105,34 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// `GET key` as a string (`None` when missing or unreachable).
+    pub fn get(&self, key: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(format!("GET {key}\r\n").as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let read = stream.read(&mut chunk).ok()?;
+            if read == 0 {
+                return None;
+            }
+            reply.extend_from_slice(&chunk[..read]);
+            let text = String::from_utf8_lossy(&reply);
+            let (header, rest) = text.split_once("\r\n")?;
+            let length: i64 = header.strip_prefix('$')?.parse().ok()?;
+            if length < 0 {
+                return None;
+            }
+            let length = usize::try_from(length).ok()?;
+            if rest.len() >= length {
+                return Some(rest[..length].to_string());
+            }
+        }
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();

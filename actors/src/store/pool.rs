@@ -270,6 +270,47 @@ impl RedisPool {
     }
 }
 
+/// Server settings wasup relies on, and the value each should have.
+const EXPECTED_SETTINGS: [(&str, &str, &str); 3] = [
+    (
+        "appendonly",
+        "yes",
+        "undelivered items survive a Redis restart only with AOF",
+    ),
+    (
+        "appendfsync",
+        "everysec",
+        "AOF should reach the disk every second",
+    ),
+    (
+        "maxmemory-policy",
+        "noeviction",
+        "Redis must never evict the outbox or the session registry",
+    ),
+];
+
+impl RedisPool {
+    /// Asks Redis for the settings wasup relies on and describes each that differs. Empty when
+    /// all match or when `CONFIG GET` is not allowed (managed Redis services often forbid it).
+    pub async fn settings_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (name, expected, why) in EXPECTED_SETTINGS {
+            let answer: Result<Vec<String>, _> = self
+                .command(redis::cmd("CONFIG").arg("GET").arg(name))
+                .await;
+            if let Ok(pair) = answer
+                && let Some(actual) = pair.get(1)
+                && actual != expected
+            {
+                warnings.push(format!(
+                    "Redis {name} is {actual:?}, expected {expected:?}: {why}"
+                ));
+            }
+        }
+        warnings
+    }
+}
+
 /// Puts `password` into a Redis URL that has no credentials of its own.
 fn with_password(url: &str, password: &str) -> String {
     if password.is_empty() {

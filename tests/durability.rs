@@ -1,0 +1,266 @@
+//! Black-box tests of the Redis layer: nothing accepted is lost across Laravel outages, Redis
+//! restarts and wasup restarts; sessions are restored; QR dedupe survives a restart; and
+//! `is_session_active` asks memory, then Redis, then Laravel, failing safe.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Behaviour, Laravel, PATIENCE, TestWasup, fast_config, redis::RedisServer,
+    service::assert_lane_accounting, wait_until,
+};
+
+#[actix_rt::test]
+async fn a_laravel_outage_ends_with_every_latest_state_delivered_in_few_requests() {
+    let laravel = Laravel::start().await;
+    laravel.set_behaviour(Behaviour::Fail(503));
+    let mut config = fast_config(&laravel.url);
+    config.breaker.threshold = 3;
+    config.breaker.reset_timeout = Duration::from_millis(300);
+    config.laravel.retries = 0;
+    let wasup = TestWasup::start(config).await;
+    let mut sessions = Vec::new();
+    for user in 0..30 {
+        sessions.push(wasup.start_session(user).await);
+    }
+    for id in &sessions[..10] {
+        wasup.scan(id).await;
+    }
+    for id in &sessions[..10] {
+        wait_until("connected", PATIENCE, || async {
+            wasup.inspect(id).await["state"] == "active"
+        })
+        .await;
+    }
+    for id in &sessions[..5] {
+        wasup.disconnect(id, "logged_out").await;
+    }
+    wait_until("the breaker is open", PATIENCE, || async {
+        wasup.get("/health").await.1["circuitBreaker"]["state"] == "OPEN"
+    })
+    .await;
+    let before = laravel.requests().len();
+    actix_rt::time::sleep(Duration::from_secs(1)).await;
+    let during = laravel.requests().len() - before;
+    assert!(
+        during <= 6,
+        "only half-open probes while Laravel is down: {during}"
+    );
+    let metrics = wasup.batch_metrics().await;
+    assert!(
+        metrics["qr"]["pending"].as_u64() <= Some(30),
+        "bounded by sessions: {metrics}"
+    );
+    assert!(
+        metrics["status"]["pending"].as_u64() <= Some(30),
+        "bounded by sessions: {metrics}"
+    );
+
+    laravel.set_behaviour(Behaviour::Store);
+    let recovery_started = laravel.requests().len();
+    for id in &sessions[..5] {
+        laravel.wait_status(id, "inactive").await;
+    }
+    for id in &sessions[5..10] {
+        laravel.wait_status(id, "active").await;
+    }
+    for id in &sessions[10..] {
+        laravel.wait_status(id, "pending").await;
+        laravel.wait_qr(id).await;
+    }
+    let recovery_requests = laravel.requests().len() - recovery_started;
+    assert!(
+        recovery_requests <= 8,
+        "the backlog drains in batches: {recovery_requests} requests"
+    );
+    wait_until("the Redis outbox empties", PATIENCE, || async {
+        let keys = &wasup.get("/metrics/cache").await.1["keys"];
+        keys["outbox_qr"] == 0 && keys["outbox_status"] == 0
+    })
+    .await;
+    assert_lane_accounting(&wasup.batch_metrics().await);
+}
+
+#[actix_rt::test]
+async fn redis_going_away_degrades_health_loses_nothing_and_recovers() {
+    let laravel = Laravel::start().await;
+    let mut redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let wasup = TestWasup::start(config).await;
+    wait_until("healthy", PATIENCE, || async {
+        wasup.get("/health").await.1["status"] == "ok"
+    })
+    .await;
+    let first = wasup.start_session(1).await;
+    laravel.wait_qr(&first).await;
+
+    redis.kill();
+    wait_until("health says Redis is down", PATIENCE, || async {
+        let health = wasup.get("/health").await.1;
+        health["status"] == "degraded" && health["redis"] == "down"
+    })
+    .await;
+    let during_outage = wasup.start_session(2).await;
+    assert_eq!(wasup.get("/sessions").await.0, 200);
+    assert_eq!(wasup.inspect(&during_outage).await["responsive"], true);
+    laravel.wait_qr(&during_outage).await;
+    wasup.scan(&during_outage).await;
+    laravel.wait_status(&during_outage, "active").await;
+
+    redis.restart();
+    wait_until("health is ok again", PATIENCE, || async {
+        let health = wasup.get("/health").await.1;
+        health["status"] == "ok" && health["redis"] == "up"
+    })
+    .await;
+    wait_until("the journal caught up", PATIENCE, || async {
+        wasup.get("/health").await.1["outbox"]["unwritten"] == 0
+    })
+    .await;
+    wait_until(
+        "both sessions recorded once Redis is back",
+        PATIENCE,
+        || async {
+            redis
+                .query("HLEN wasup:sessions")
+                .is_some_and(|answer| answer.starts_with(":2"))
+        },
+    )
+    .await;
+    assert_eq!(laravel.status_of(&first).as_deref(), Some("pending"));
+}
+
+#[actix_rt::test]
+async fn sessions_are_restored_after_a_restart_and_paired_ones_need_no_new_qr() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let mut first_run = TestWasup::start(config.clone()).await;
+    let pending = first_run.start_session(1).await;
+    let paired = first_run.start_session(2).await;
+    laravel.wait_qr(&paired).await;
+    first_run.scan(&paired).await;
+    laravel.wait_status(&paired, "active").await;
+    assert!(first_run.shutdown().await.flushed);
+    let qr_requests = laravel.requests_to("/qr/batch").len();
+
+    let second_run = TestWasup::start(config).await;
+    wait_until("both sessions restored", PATIENCE, || async {
+        second_run.get("/sessions").await.1["sessions"]
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
+    })
+    .await;
+    wait_until("the paired session reconnects", PATIENCE, || async {
+        second_run.inspect(&paired).await["state"] == "active"
+    })
+    .await;
+    assert_eq!(second_run.inspect(&paired).await["actor"]["qr_count"], 0);
+    wait_until("the pending session shows a QR again", PATIENCE, || async {
+        second_run.inspect(&pending).await["actor"]["qr_count"].as_u64() >= Some(1)
+    })
+    .await;
+    wait_until("its new QR reaches Laravel", PATIENCE, || async {
+        laravel.requests_to("/qr/batch").len() > qr_requests
+    })
+    .await;
+    assert_eq!(laravel.status_of(&paired).as_deref(), Some("active"));
+}
+
+#[actix_rt::test]
+async fn the_same_qr_is_not_sent_again_after_a_restart() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    config.engine.simulated.deterministic_qr = true;
+    let mut first_run = TestWasup::start(config.clone()).await;
+    let session_id = first_run.start_session(1).await;
+    laravel.wait_qr(&session_id).await;
+    first_run.shutdown().await;
+    let sent_before = laravel.requests_to("/qr/batch").len();
+
+    let second_run = TestWasup::start(config).await;
+    wait_until(
+        "the restored session saw its first QR again",
+        PATIENCE,
+        || async { second_run.inspect(&session_id).await["actor"]["qr_duplicates"] == 1 },
+    )
+    .await;
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        laravel.requests_to("/qr/batch").len(),
+        sent_before,
+        "not sent twice"
+    );
+    let cache = second_run.get("/metrics/cache").await.1;
+    assert!(cache["qr_digest_hits"].as_u64() >= Some(1), "{cache}");
+}
+
+#[actix_rt::test]
+async fn is_session_active_asks_memory_then_redis_then_laravel_and_fails_safe() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.cache.local_ttl = Duration::from_millis(100);
+    config.cache.status_ttl = Duration::from_millis(1500);
+    let wasup = TestWasup::start(config).await;
+    let session_id = wasup.start_session(1).await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    let reconnected = |expected: u64| {
+        let wasup = &wasup;
+        let session_id = session_id.clone();
+        async move {
+            wait_until("reconnected", PATIENCE, || async {
+                let inspection = wasup.inspect(&session_id).await;
+                inspection["state"] == "active" && inspection["actor"]["reconnects"] == expected
+            })
+            .await;
+        }
+    };
+    let cache = || async { wasup.get("/metrics/cache").await.1 };
+
+    // Tier 1: the status was just cached in memory.
+    wasup.disconnect(&session_id, "connection_lost").await;
+    reconnected(1).await;
+    assert!(cache().await["local_hits"].as_u64() >= Some(1));
+
+    // Tier 2: memory expired, Redis still holds `session:{id}:status`.
+    actix_rt::time::sleep(Duration::from_millis(200)).await;
+    wasup.disconnect(&session_id, "connection_lost").await;
+    reconnected(2).await;
+    assert!(cache().await["redis_hits"].as_u64() >= Some(1));
+    assert_eq!(
+        laravel.lookups_of(&session_id),
+        0,
+        "no Laravel call while a tier knows"
+    );
+
+    // Tier 3: both expired; Laravel says active.
+    actix_rt::time::sleep(Duration::from_millis(1600)).await;
+    wasup.disconnect(&session_id, "connection_lost").await;
+    reconnected(3).await;
+    assert_eq!(laravel.lookups_of(&session_id), 1);
+
+    // Fail-safe: Laravel errors, the session reconnects anyway.
+    laravel.fail_lookups(Some(500));
+    actix_rt::time::sleep(Duration::from_millis(1600)).await;
+    wasup.disconnect(&session_id, "connection_lost").await;
+    reconnected(4).await;
+    assert!(cache().await["fail_safe"].as_u64() >= Some(1));
+
+    // Laravel no longer wants the session: it is finished as inactive.
+    laravel.fail_lookups(None);
+    laravel.set_account_status(&session_id, "inactive");
+    actix_rt::time::sleep(Duration::from_millis(1600)).await;
+    wasup.disconnect(&session_id, "connection_lost").await;
+    laravel.wait_status(&session_id, "inactive").await;
+    wait_until("removed", PATIENCE, || async {
+        wasup.inspect(&session_id).await["code"] == "not_found"
+    })
+    .await;
+}
