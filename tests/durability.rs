@@ -245,6 +245,15 @@ async fn is_session_active_asks_memory_then_redis_then_laravel_and_fails_safe() 
     wasup.disconnect(&session_id, "connection_lost").await;
     reconnected(3).await;
     assert_eq!(laravel.lookups_of(&session_id), 1);
+    let figures = cache().await;
+    assert!(figures["laravel_hits"].as_u64() >= Some(1), "{figures}");
+    assert!(figures["local_misses"].as_u64() >= Some(2), "{figures}");
+    assert!(figures["redis_misses"].as_u64() >= Some(1), "{figures}");
+    assert!(
+        figures["redis"]["last_latency_us"].as_u64() > Some(0),
+        "{figures}"
+    );
+    assert!(figures["keys"]["status"].as_u64() >= Some(1), "{figures}");
 
     // Fail-safe: Laravel errors, the session reconnects anyway.
     laravel.fail_lookups(Some(500));

@@ -105,8 +105,12 @@ pub struct CacheCounters {
     pub updates: u64,
     /// `is_session_active` answered from memory.
     pub local_hits: u64,
+    /// ... not known (or stale) in memory.
+    pub local_misses: u64,
     /// ... from Redis.
     pub redis_hits: u64,
+    /// ... not in Redis (or Redis unreachable).
+    pub redis_misses: u64,
     /// ... from Laravel.
     pub laravel_hits: u64,
     /// ... by the fail-safe ("active") after errors everywhere.
@@ -408,6 +412,7 @@ impl Handler<IsSessionActive> for CacheActor {
             self.counters.local_hits += 1;
             return Box::pin(actix::fut::ready(*active));
         }
+        self.counters.local_misses += 1;
         let from_redis = self.read(self.keys.status(&session_id));
         let laravel = self.laravel.clone();
         let id = session_id.clone();
@@ -432,6 +437,7 @@ impl Handler<IsSessionActive> for CacheActor {
                         active
                     }
                     lookup::Answer::Laravel(estado) => {
+                        actor.counters.redis_misses += 1;
                         actor.counters.laravel_hits += 1;
                         let key = actor.keys.status(&session_id);
                         let ttl = actor.config.status_ttl;
@@ -444,6 +450,7 @@ impl Handler<IsSessionActive> for CacheActor {
                         lookup::counts_as_active(&estado)
                     }
                     lookup::Answer::Unknown => {
+                        actor.counters.redis_misses += 1;
                         actor.counters.fail_safe += 1;
                         return true;
                     }
