@@ -55,6 +55,13 @@ pub struct HttpConfig {
     /// On SIGTERM, how long pending batches may take to reach Laravel before wasup exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Key every call but `/health` must carry in `X-Api-Key`. Empty: no key, which is allowed
+    /// only on a loopback address.
+    pub api_key: String,
+    /// Requests per minute per client IP (`/health` exempt); 0 disables the limit.
+    pub rate_limit_per_minute: u32,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -63,6 +70,9 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:4000".into(),
             workers: 0,
             shutdown_timeout: Duration::from_secs(20),
+            api_key: String::new(),
+            rate_limit_per_minute: 100,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -101,11 +111,19 @@ impl Default for LogConfig {
 impl Config {
     /// Checks every section.
     pub fn validate(&self) -> Result<(), String> {
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        let Ok(listen) = self.http.listen.parse::<std::net::SocketAddr>() else {
             return Err(format!(
                 "http.listen must be an address like 127.0.0.1:4000, got {:?}",
                 self.http.listen
             ));
+        };
+        if self.http.api_key.is_empty() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "http.api_key must be set (WASUP_API_KEY) to listen on the non-loopback address {listen}"
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err("http.max_body_bytes must be at least 1024".into());
         }
         if self.log.level.parse::<slog::Level>().is_err() {
             return Err(format!(
@@ -180,6 +198,9 @@ fn one_line(text: &str) -> String {
 const NAMED_OVERRIDES: &[(&str, &str)] = &[
     ("LARAVEL_API", "laravel.base_url"),
     ("LARAVEL_TOKEN", "laravel.token"),
+    ("LARAVEL_SIGNING_SECRET", "laravel.signing_secret"),
+    ("WASUP_API_KEY", "http.api_key"),
+    ("API_KEY", "http.api_key"),
     ("CIRCUIT_BREAKER_THRESHOLD", "breaker.threshold"),
     ("CIRCUIT_BREAKER_RESET", "breaker.reset_timeout"),
     ("MAX_SESSIONS", "sessions.max_active"),
@@ -322,7 +343,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wasup-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("c.toml");
-        std::fs::write(&file, "[http]\nlisten = \"0.0.0.0:4000\"\n").expect("write");
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"0.0.0.0:4000\"\napi_key = \"k\"\n",
+        )
+        .expect("write");
         let config = load(
             &file,
             env(&[
@@ -346,6 +371,15 @@ mod tests {
         assert_eq!(config.breaker.threshold, 10);
         assert_eq!(config.redis.url, "redis://redis.internal:6380/0");
         assert_eq!(config.redis.password, "s3cret");
+    }
+
+    #[test]
+    fn an_open_address_needs_an_api_key() {
+        let error = parse("[http]\nlisten = \"0.0.0.0:4000\"\n")
+            .expect_err("no key")
+            .to_string();
+        assert!(error.contains("http.api_key"), "{error}");
+        assert!(parse("[http]\nlisten = \"0.0.0.0:4000\"\napi_key = \"k\"\n").is_ok());
     }
 
     #[test]

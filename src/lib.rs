@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod logging;
+pub mod telemetry;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -83,7 +84,10 @@ impl Wasup {
             )
         };
         let breaker = CircuitBreaker::new(config.breaker.clone(), log.clone()).start();
-        let sink = LaravelSink::new(config.laravel.clone(), breaker.clone(), log.clone()).start();
+        let telemetry = Arc::new(telemetry::Telemetry::new()?);
+        let sink = LaravelSink::new(config.laravel.clone(), breaker.clone(), log.clone())
+            .with_latency_histogram(telemetry.laravel_latency.clone())
+            .start();
         let outbox = redis
             .as_ref()
             .map(|pool| DurableOutbox::new(pool.clone(), keys.clone(), journal(pool)));
@@ -124,13 +128,21 @@ impl Wasup {
             redis_health: redis.as_ref().map(RedisPool::health),
             config: Arc::clone(&config),
             started_at: Instant::now(),
+            telemetry,
         };
+        let guard = Arc::new(api::Guard {
+            api_key: config.http.api_key.clone(),
+            limiter: api::RateLimiter::new(config.http.rate_limit_per_minute),
+        });
+        let max_body_bytes = config.http.max_body_bytes;
         let simulate_hooks = config.engine.kind == EngineKind::Simulated;
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(app_state.clone()))
-                .configure(api::configure(simulate_hooks))
+                .app_data(web::Data::new(Arc::clone(&guard)))
+                .wrap(actix_web::middleware::from_fn(api::guard))
+                .configure(api::configure(simulate_hooks, max_body_bytes))
         })
         .disable_signals()
         .shutdown_timeout(5);

@@ -453,3 +453,26 @@ async fn https_to_a_server_that_does_not_speak_tls_is_a_retryable_failure() {
     assert_eq!(metrics["qr"]["dead_lettered"], 0, "kept for a later try");
     assert!(laravel.requests().is_empty());
 }
+
+#[actix_rt::test]
+async fn requests_to_laravel_are_signed_with_the_shared_secret() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.laravel.signing_secret = "shh".into();
+    let wasup = TestWasup::start(config).await;
+    let session_id = wasup.start_session(1).await;
+    laravel.wait_qr(&session_id).await;
+    let request = &laravel.requests_to("/qr/batch")[0];
+    let (signature, timestamp) = request.signature.clone().expect("signed");
+    let timestamp: u64 = timestamp.parse().expect("unix seconds");
+    let now = wasup_actors::messages::unix_millis() / 1000;
+    assert!(now.abs_diff(timestamp) < 60, "fresh timestamp");
+    assert_eq!(
+        signature,
+        wasup_actors::sink::signature("shh", timestamp, &request.raw_body)
+    );
+    assert_ne!(
+        signature,
+        wasup_actors::sink::signature("other", timestamp, &request.raw_body)
+    );
+}

@@ -13,6 +13,9 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The body is larger than `http.max_body_bytes`.
+    #[error("request body too large (at most {0} bytes)")]
+    PayloadTooLarge(usize),
     /// No such route.
     #[error("no such route: {0}")]
     NoRoute(String),
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::Registry(RegistryError::Session(SessionError::Closing)) => "session_closing",
             ApiError::Registry(RegistryError::Session(SessionError::Engine(_))) => "engine_error",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NoRoute(_) => "no_route",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
@@ -59,6 +63,7 @@ impl ResponseError for ApiError {
             )
             | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }

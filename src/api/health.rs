@@ -8,6 +8,7 @@ use wasup_actors::{
 };
 
 use super::{ApiError, AppState};
+use crate::telemetry::Snapshot;
 
 /// `GET /health`: `ok`, `degraded` (breaker not closed, or Redis down) or `shutting_down` (503).
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -67,5 +68,31 @@ pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
 
 /// `GET /metrics/cache`: key counts by kind, tier hits, Redis latency and errors.
 pub async fn cache_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.cache.send(GetCacheReport).await?))
+    Ok(HttpResponse::Ok().json(
+        state
+            .cache
+            .send(GetCacheReport { count_keys: true })
+            .await?,
+    ))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (registry, batch, sink, breaker, cache) = futures_util::try_join!(
+        state.registry.send(GetRegistryStats),
+        state.batch.send(GetBatchStats),
+        state.sink.send(GetSinkStats),
+        state.breaker.send(GetBreakerSnapshot),
+        state.cache.send(GetCacheReport { count_keys: false }),
+    )?;
+    let text = state.telemetry.render(&Snapshot {
+        registry,
+        batch,
+        sink,
+        breaker,
+        cache,
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }

@@ -1,6 +1,7 @@
 //! The REST control API (actix-web): routes, shared state, JSON error handling.
 
 mod error;
+mod guard;
 mod health;
 mod sessions;
 mod simulate;
@@ -15,11 +16,9 @@ use wasup_actors::{
 };
 
 pub use error::ApiError;
+pub use guard::{Guard, RateLimiter, guard};
 
-use crate::config::Config;
-
-/// Largest JSON body the API reads.
-const MAX_JSON_BODY: usize = 64 * 1024;
+use crate::{config::Config, telemetry::Telemetry};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -40,44 +39,50 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// When the service started.
     pub started_at: Instant,
+    /// Prometheus metrics.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Registers every route on an app.
-pub fn configure(simulate_hooks: bool) -> impl FnOnce(&mut web::ServiceConfig) {
+pub fn configure(
+    simulate_hooks: bool,
+    max_body_bytes: usize,
+) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(
-            web::JsonConfig::default()
-                .limit(MAX_JSON_BODY)
-                .content_type_required(false)
-                .error_handler(|error, _| {
-                    ApiError::BadRequest(format!("invalid JSON body: {error}")).into()
-                }),
-        )
-        .app_data(
-            web::PathConfig::default()
-                .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
-        )
-        .app_data(
-            web::QueryConfig::default()
-                .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
-        )
-        .service(resource("/health").route(web::get().to(health::health)))
-        .service(resource("/metrics/batch").route(web::get().to(health::batch_metrics)))
-        .service(resource("/metrics/cache").route(web::get().to(health::cache_metrics)))
-        .service(resource("/start").route(web::post().to(sessions::start)))
-        .service(resource("/sessions").route(web::get().to(sessions::list)))
-        .service(
-            resource("/sessions/{id}")
-                .route(web::get().to(sessions::inspect))
-                .route(web::delete().to(sessions::remove)),
-        )
-        .service(
-            resource("/cleanup-pending-sessions").route(web::post().to(sessions::cleanup_pending)),
-        )
-        .service(
-            resource("/cleanup-inactive-sessions")
-                .route(web::post().to(sessions::cleanup_inactive)),
-        );
+        cfg.app_data(web::PayloadConfig::default().limit(max_body_bytes))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body_bytes)
+                    .content_type_required(false)
+                    .error_handler(move |error, _| json_error(error, max_body_bytes).into()),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
+            )
+            .service(resource("/health").route(web::get().to(health::health)))
+            .service(resource("/metrics/batch").route(web::get().to(health::batch_metrics)))
+            .service(resource("/metrics/cache").route(web::get().to(health::cache_metrics)))
+            .service(resource("/metrics").route(web::get().to(health::prometheus_metrics)))
+            .service(resource("/start").route(web::post().to(sessions::start)))
+            .service(resource("/sessions").route(web::get().to(sessions::list)))
+            .service(
+                resource("/sessions/{id}")
+                    .route(web::get().to(sessions::inspect))
+                    .route(web::delete().to(sessions::remove)),
+            )
+            .service(
+                resource("/cleanup-pending-sessions")
+                    .route(web::post().to(sessions::cleanup_pending)),
+            )
+            .service(
+                resource("/cleanup-inactive-sessions")
+                    .route(web::post().to(sessions::cleanup_inactive)),
+            );
         if simulate_hooks {
             cfg.service(
                 resource("/sessions/{id}/simulate/scan").route(web::post().to(simulate::scan)),
@@ -91,6 +96,19 @@ pub fn configure(simulate_hooks: bool) -> impl FnOnce(&mut web::ServiceConfig) {
             );
         }
         cfg.default_service(web::to(no_route));
+    }
+}
+
+/// A JSON body problem as an API error: 413 when too large, 400 otherwise.
+fn json_error(error: actix_web::error::JsonPayloadError, max_body_bytes: usize) -> ApiError {
+    use actix_web::error::{JsonPayloadError, PayloadError};
+    match error {
+        JsonPayloadError::Overflow { .. }
+        | JsonPayloadError::OverflowKnownLength { .. }
+        | JsonPayloadError::Payload(PayloadError::Overflow) => {
+            ApiError::PayloadTooLarge(max_body_bytes)
+        }
+        other => ApiError::BadRequest(format!("invalid JSON body: {other}")),
     }
 }
 

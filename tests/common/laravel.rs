@@ -37,6 +37,10 @@ pub struct Recorded {
     pub authorization: Option<String>,
     /// `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
+    /// `X-Wasup-Signature` and `X-Wasup-Timestamp` headers.
+    pub signature: Option<(String, String)>,
+    /// The body as sent.
+    pub raw_body: Vec<u8>,
     /// When it arrived.
     pub at: Instant,
     /// The status answered.
@@ -204,8 +208,11 @@ impl Laravel {
 async fn batch(
     state: web::Data<State>,
     request: HttpRequest,
-    body: web::Json<Value>,
+    raw_body: web::Bytes,
 ) -> HttpResponse {
+    let Ok(body) = serde_json::from_slice::<Value>(&raw_body) else {
+        return HttpResponse::BadRequest().json(json!({"message": "not JSON"}));
+    };
     let latency = *lock(&state.latency);
     let behaviour = lock(&state.behaviour).clone().unwrap_or(Behaviour::Store);
     if !latency.is_zero() {
@@ -214,7 +221,6 @@ async fn batch(
     if let Behaviour::Stall(duration) = &behaviour {
         actix_rt::time::sleep(*duration).await;
     }
-    let body = body.into_inner();
     let header = |name: &str| {
         request
             .headers()
@@ -227,6 +233,8 @@ async fn batch(
         body,
         authorization: header("authorization"),
         idempotency_key: header("idempotency-key"),
+        signature: header("x-wasup-signature").zip(header("x-wasup-timestamp")),
+        raw_body: raw_body.to_vec(),
         at: Instant::now(),
         answered: 200,
     };

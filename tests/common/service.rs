@@ -9,6 +9,9 @@ use wasup_actors::store::RedisConfig;
 
 use super::redis::RedisServer;
 
+/// The API key test services require; [`TestWasup`]'s client sends it.
+pub const API_KEY: &str = "test-api-key";
+
 /// A config with every duration short enough for tests, pointing at `laravel_url`. Redis stays
 /// at its default URL, which [`TestWasup::start`] replaces with a private server of its own;
 /// tests that control Redis themselves set `redis.url`.
@@ -17,6 +20,8 @@ pub fn fast_config(laravel_url: &str) -> Config {
     config.http.listen = "127.0.0.1:0".into();
     config.http.workers = 1;
     config.http.shutdown_timeout = Duration::from_secs(5);
+    config.http.api_key = API_KEY.into();
+    config.http.rate_limit_per_minute = 0;
     config.engine.data_dir = scratch_dir();
     config.engine.simulated.connect_delay = Duration::from_millis(30);
     config.laravel.base_url = laravel_url.to_string();
@@ -91,6 +96,7 @@ impl TestWasup {
             base,
             client: awc::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .add_default_header(("X-Api-Key", API_KEY))
                 .finish(),
         }
     }

@@ -480,16 +480,24 @@ pub struct CacheReport {
     pub keys: Value,
 }
 
-/// Reads the cache's figures (counts keys in Redis).
+/// Reads the cache's figures.
 #[derive(Message, Debug)]
 #[rtype(result = "CacheReport")]
-pub struct GetCacheReport;
+pub struct GetCacheReport {
+    /// Also count keys in Redis (a SCAN walk: for `/metrics/cache`, not for every scrape).
+    pub count_keys: bool,
+}
 
 impl Handler<GetCacheReport> for CacheActor {
     type Result = ResponseActFuture<Self, CacheReport>;
 
-    fn handle(&mut self, _: GetCacheReport, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(self.count_keys().into_actor(self).map(|keys, actor, _| {
+    fn handle(&mut self, ask: GetCacheReport, _: &mut Context<Self>) -> Self::Result {
+        let keys = if ask.count_keys {
+            futures_util::future::Either::Left(self.count_keys())
+        } else {
+            futures_util::future::Either::Right(async { Value::Null })
+        };
+        Box::pin(keys.into_actor(self).map(|keys, actor, _| {
             CacheReport {
                 counters: actor.counters.clone(),
                 dropped_updates: actor.dropped.load(Ordering::Relaxed),

@@ -13,12 +13,12 @@ use slog::{Logger, debug, warn};
 
 use super::{
     SinkConfig,
-    request::{AttemptResult, batch_body, classify, lane_path, parse_retry_after},
+    request::{AttemptResult, batch_body, classify, lane_path, parse_retry_after, signature},
     retry::backoff_delay,
 };
 use crate::{
     breaker::{AcquirePermit, CircuitBreaker, Permit, RecordOutcome},
-    messages::{Lane, OutboundItem},
+    messages::{Lane, OutboundItem, unix_millis},
 };
 
 /// Largest answer body read from Laravel.
@@ -94,11 +94,19 @@ pub struct LaravelSink {
     next_request_slot: Rc<Cell<Instant>>,
     /// Shared with running deliveries.
     stats: Rc<RefCell<SinkStats>>,
+    /// Request durations by lane, for Prometheus.
+    latency: Option<prometheus::HistogramVec>,
     /// Where delivery problems are logged.
     log: Logger,
 }
 
 impl LaravelSink {
+    /// Records each request's duration (labelled by lane) in `histogram`.
+    pub fn with_latency_histogram(mut self, histogram: prometheus::HistogramVec) -> Self {
+        self.latency = Some(histogram);
+        self
+    }
+
     /// A sink; call on the arbiter it will run on (the HTTP client is thread-local).
     pub fn new(config: SinkConfig, breaker: Addr<CircuitBreaker>, log: Logger) -> Self {
         // HTTPS to Laravel uses rustls with ring; make it the process default once, so TLS
@@ -119,6 +127,7 @@ impl LaravelSink {
             breaker,
             next_request_slot: Rc::new(Cell::new(Instant::now())),
             stats: Rc::default(),
+            latency: None,
             log,
         }
     }
@@ -130,6 +139,7 @@ impl LaravelSink {
             breaker: self.breaker.clone(),
             next_request_slot: Rc::clone(&self.next_request_slot),
             stats: Rc::clone(&self.stats),
+            latency: self.latency.clone(),
             log: self.log.clone(),
         }
     }
@@ -167,6 +177,7 @@ struct Delivery {
     breaker: Addr<CircuitBreaker>,
     next_request_slot: Rc<Cell<Instant>>,
     stats: Rc<RefCell<SinkStats>>,
+    latency: Option<prometheus::HistogramVec>,
     log: Logger,
 }
 
@@ -195,7 +206,9 @@ impl Delivery {
                 Err(_) => return DeliveryOutcome::defer_all(items, BREAKER_GONE_WAIT),
             }
             self.pace().await;
-            let result = self.post(&url, &idempotency_key, attempt, &body).await;
+            let result = self
+                .post(lane, &url, &idempotency_key, attempt, &body)
+                .await;
             let breaker_failure = matches!(
                 result,
                 AttemptResult::Retry {
@@ -287,6 +300,7 @@ impl Delivery {
 
     async fn post(
         &self,
+        lane: Lane,
         url: &str,
         idempotency_key: &str,
         attempt: u32,
@@ -300,6 +314,15 @@ impl Delivery {
             .content_type("application/json");
         if !self.config.token.is_empty() {
             request = request.bearer_auth(&self.config.token);
+        }
+        if !self.config.signing_secret.is_empty() {
+            let timestamp = unix_millis() / 1000;
+            request = request
+                .insert_header(("X-Wasup-Timestamp", timestamp.to_string()))
+                .insert_header((
+                    "X-Wasup-Signature",
+                    signature(&self.config.signing_secret, timestamp, body),
+                ));
         }
         let started = Instant::now();
         self.stats.borrow_mut().requests += 1;
@@ -329,6 +352,11 @@ impl Delivery {
                 }
             }
         };
+        if let Some(latency) = &self.latency {
+            latency
+                .with_label_values(&[lane.name()])
+                .observe(started.elapsed().as_secs_f64());
+        }
         self.stats.borrow_mut().last_latency_ms =
             Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         result

@@ -12,6 +12,8 @@ pub struct SinkConfig {
     pub base_url: String,
     /// Bearer token sent as `Authorization: Bearer ...`; empty sends none.
     pub token: String,
+    /// Shared secret for `X-Wasup-Signature` (HMAC-SHA256 of `"{timestamp}.{body}"`); empty signs nothing.
+    pub signing_secret: String,
     /// Whole-request timeout.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -38,6 +40,7 @@ impl Default for SinkConfig {
         Self {
             base_url: "http://127.0.0.1:8000/api".into(),
             token: String::new(),
+            signing_secret: String::new(),
             timeout: Duration::from_secs(45),
             retries: 5,
             backoff_base: Duration::from_secs(3),

@@ -1,0 +1,255 @@
+//! Prometheus metrics (`GET /metrics`): request latency is observed as requests happen (in the
+//! sink); everything else is read from the actors' own counters at scrape time, so the actors
+//! keep one source of truth and the exposition stays consistent with `/health` and `/metrics/*`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use wasup_actors::{
+    batch::{BatchStats, LaneStats},
+    breaker::BreakerSnapshot,
+    cache::CacheReport,
+    registry::RegistryStats,
+    sink::SinkStats,
+};
+
+/// Latency buckets for Laravel requests, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 45.0,
+];
+
+/// Every metric wasup exports.
+pub struct Telemetry {
+    registry: Registry,
+    /// Observed by the sink.
+    pub laravel_latency: HistogramVec,
+    sessions: IntGaugeVec,
+    sessions_max: IntGauge,
+    crashes: IntCounter,
+    items: IntCounterVec,
+    items_pending: IntGaugeVec,
+    batches: IntCounterVec,
+    laravel_requests: IntCounterVec,
+    laravel_retries: IntCounter,
+    breaker_state: IntGauge,
+    breaker_opened: IntCounter,
+    cache_lookups: IntCounterVec,
+    cache_dropped: IntCounter,
+    redis_up: IntGauge,
+    redis_errors: IntCounter,
+    outbox_unwritten: IntGauge,
+}
+
+/// Everything a scrape reads from the actors.
+pub struct Snapshot {
+    /// Sessions.
+    pub registry: RegistryStats,
+    /// Lanes and outbox.
+    pub batch: BatchStats,
+    /// Requests.
+    pub sink: SinkStats,
+    /// Breaker.
+    pub breaker: BreakerSnapshot,
+    /// Cache and Redis.
+    pub cache: CacheReport,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::with_opts(Opts::new(name, help))
+        .unwrap_or_else(|_| unreachable!("static metric options are valid"))
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|_| unreachable!("static metric options are valid"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::with_opts(Opts::new(name, help))
+        .unwrap_or_else(|_| unreachable!("static metric options are valid"))
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|_| unreachable!("static metric options are valid"))
+}
+
+/// Moves a counter up to `value` (the actors' counters only grow).
+fn catch_up(counter: &IntCounter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+impl Telemetry {
+    /// Creates and registers every metric.
+    pub fn new() -> anyhow::Result<Self> {
+        let telemetry = Self {
+            registry: Registry::new(),
+            laravel_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "wasup_laravel_request_duration_seconds",
+                    "Duration of requests to Laravel.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["lane"],
+            )?,
+            sessions: gauge_vec(
+                "wasup_sessions",
+                "Sessions on this node, by state.",
+                &["state"],
+            ),
+            sessions_max: gauge("wasup_sessions_max", "The most sessions this node accepts."),
+            crashes: counter(
+                "wasup_session_crashes_total",
+                "Session actors that crashed.",
+            ),
+            items: counter_vec(
+                "wasup_items_total",
+                "Items by lane and what became of them (received = sent + coalesced + dead_lettered + dropped + pending).",
+                &["lane", "outcome"],
+            ),
+            items_pending: gauge_vec(
+                "wasup_items_pending",
+                "Items waiting or in flight, by lane.",
+                &["lane"],
+            ),
+            batches: counter_vec(
+                "wasup_batches_total",
+                "Batches handed to the Laravel sink, by lane.",
+                &["lane"],
+            ),
+            laravel_requests: counter_vec(
+                "wasup_laravel_requests_total",
+                "Requests to Laravel by result.",
+                &["result"],
+            ),
+            laravel_retries: counter(
+                "wasup_laravel_retries_total",
+                "Request retries after a retryable failure.",
+            ),
+            breaker_state: gauge(
+                "wasup_breaker_state",
+                "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ),
+            breaker_opened: counter(
+                "wasup_breaker_opened_total",
+                "Times the circuit breaker opened.",
+            ),
+            cache_lookups: counter_vec(
+                "wasup_cache_lookups_total",
+                "is_session_active answers by tier.",
+                &["tier"],
+            ),
+            cache_dropped: counter(
+                "wasup_cache_dropped_updates_total",
+                "Cache updates dropped on a full mailbox.",
+            ),
+            redis_up: gauge("wasup_redis_up", "1 when the last Redis call succeeded."),
+            redis_errors: counter("wasup_redis_errors_total", "Failed Redis calls."),
+            outbox_unwritten: gauge(
+                "wasup_outbox_unwritten",
+                "Outbox changes not yet written to Redis.",
+            ),
+        };
+        let registry = &telemetry.registry;
+        registry.register(Box::new(telemetry.laravel_latency.clone()))?;
+        registry.register(Box::new(telemetry.sessions.clone()))?;
+        registry.register(Box::new(telemetry.sessions_max.clone()))?;
+        registry.register(Box::new(telemetry.crashes.clone()))?;
+        registry.register(Box::new(telemetry.items.clone()))?;
+        registry.register(Box::new(telemetry.items_pending.clone()))?;
+        registry.register(Box::new(telemetry.batches.clone()))?;
+        registry.register(Box::new(telemetry.laravel_requests.clone()))?;
+        registry.register(Box::new(telemetry.laravel_retries.clone()))?;
+        registry.register(Box::new(telemetry.breaker_state.clone()))?;
+        registry.register(Box::new(telemetry.breaker_opened.clone()))?;
+        registry.register(Box::new(telemetry.cache_lookups.clone()))?;
+        registry.register(Box::new(telemetry.cache_dropped.clone()))?;
+        registry.register(Box::new(telemetry.redis_up.clone()))?;
+        registry.register(Box::new(telemetry.redis_errors.clone()))?;
+        registry.register(Box::new(telemetry.outbox_unwritten.clone()))?;
+        Ok(telemetry)
+    }
+
+    /// Brings every metric up to date with `snapshot` and renders the text exposition format.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.sessions.reset();
+        for (state, count) in &snapshot.registry.by_state {
+            self.sessions
+                .with_label_values(&[state])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        self.sessions_max
+            .set(i64::try_from(snapshot.registry.max_active).unwrap_or(i64::MAX));
+        catch_up(&self.crashes, snapshot.registry.crashes);
+        for (lane, stats) in [
+            ("qr", &snapshot.batch.qr),
+            ("status", &snapshot.batch.status),
+        ] {
+            self.lane(lane, stats);
+        }
+        let sink = &snapshot.sink;
+        for (result, value) in [
+            ("stored", sink.stored),
+            ("retryable_failure", sink.retryable_failures),
+            ("rejected", sink.rejected),
+        ] {
+            catch_up(&self.laravel_requests.with_label_values(&[result]), value);
+        }
+        catch_up(&self.laravel_retries, sink.retries);
+        self.breaker_state.set(match snapshot.breaker.state {
+            "CLOSED" => 0,
+            "HALF_OPEN" => 1,
+            _ => 2,
+        });
+        catch_up(&self.breaker_opened, snapshot.breaker.times_opened);
+        let cache = &snapshot.cache.counters;
+        for (tier, value) in [
+            ("local_hit", cache.local_hits),
+            ("local_miss", cache.local_misses),
+            ("redis_hit", cache.redis_hits),
+            ("redis_miss", cache.redis_misses),
+            ("laravel", cache.laravel_hits),
+            ("fail_safe", cache.fail_safe),
+        ] {
+            catch_up(&self.cache_lookups.with_label_values(&[tier]), value);
+        }
+        catch_up(&self.cache_dropped, snapshot.cache.dropped_updates);
+        if let Some(redis) = &snapshot.cache.redis {
+            self.redis_up.set(i64::from(redis.state == "up"));
+            catch_up(&self.redis_errors, redis.errors);
+        }
+        let unwritten = snapshot
+            .batch
+            .outbox
+            .as_ref()
+            .map_or(0, |outbox| outbox.unwritten);
+        self.outbox_unwritten
+            .set(i64::try_from(unwritten).unwrap_or(i64::MAX));
+        let mut text = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
+        String::from_utf8(text).unwrap_or_default()
+    }
+
+    fn lane(&self, lane: &str, stats: &LaneStats) {
+        let counters = &stats.counters;
+        for (outcome, value) in [
+            ("received", counters.received),
+            ("sent", counters.sent),
+            ("coalesced", counters.coalesced),
+            ("dead_lettered", counters.dead_lettered),
+            ("dropped", counters.dropped),
+            ("retried", counters.retried),
+            ("recovered", counters.recovered),
+        ] {
+            catch_up(&self.items.with_label_values(&[lane, outcome]), value);
+        }
+        catch_up(&self.batches.with_label_values(&[lane]), counters.batches);
+        self.items_pending
+            .with_label_values(&[lane])
+            .set(i64::try_from(stats.pending).unwrap_or(i64::MAX));
+    }
+}
