@@ -9,8 +9,8 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 use wasup_actors::{
-    batch::BatchConfig, breaker::BreakerConfig, cache::CacheConfig, session::SessionConfig,
-    sink::SinkConfig, store::RedisConfig,
+    batch::BatchConfig, breaker::BreakerConfig, cache::CacheConfig, dispatch::MessagesConfig,
+    session::SessionConfig, sink::SinkConfig, store::RedisConfig,
 };
 
 use crate::engine::EngineConfig;
@@ -42,6 +42,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Cache TTLs.
     pub cache: CacheConfig,
+    /// Outgoing text messages.
+    pub messages: MessagesConfig,
 }
 
 /// The `[http]` settings.
@@ -138,6 +140,7 @@ impl Config {
         self.sessions.validate()?;
         self.redis.validate()?;
         self.cache.validate()?;
+        self.messages.validate()?;
         if self.laravel.min_request_gap >= self.batch.priority_delay {
             return Err("laravel.min_request_gap must be shorter than batch.priority_delay, or urgent statuses cannot arrive in time".into());
         }
@@ -206,6 +209,7 @@ const NAMED_OVERRIDES: &[(&str, &str)] = &[
     ("MAX_SESSIONS", "sessions.max_active"),
     ("WASUP_ENGINE", "engine.kind"),
     ("LOG_LEVEL", "log.level"),
+    ("MAX_CONCURRENT_MESSAGES", "messages.max_concurrent"),
     ("REDIS_PASSWORD", "redis.password"),
     ("REDIS_URL", "redis.url"),
     ("LOG_FORMAT", "log.format"),

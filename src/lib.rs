@@ -18,6 +18,7 @@ use wasup_actors::{
     breaker::CircuitBreaker,
     cache::{CacheActor, LaravelStatusLookup},
     crash::install_panic_hook,
+    dispatch::MessageDispatcher,
     registry::{FlushRegistry, RegistryLinks, SessionRegistry, SessionStore, StopAllSessions},
     sink::LaravelSink,
     store::{Keys, PersistQueue, RedisPool},
@@ -119,7 +120,10 @@ impl Wasup {
             store,
         };
         let registry = SessionRegistry::new(config.sessions.clone(), links, log.clone()).start();
+        let dispatcher =
+            MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone()).start();
         let state = AppState {
+            dispatcher,
             registry,
             batch,
             sink,

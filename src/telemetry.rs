@@ -10,6 +10,7 @@ use wasup_actors::{
     batch::{BatchStats, LaneStats},
     breaker::BreakerSnapshot,
     cache::CacheReport,
+    dispatch::DispatchStats,
     registry::RegistryStats,
     sink::SinkStats,
 };
@@ -39,6 +40,8 @@ pub struct Telemetry {
     redis_up: IntGauge,
     redis_errors: IntCounter,
     outbox_unwritten: IntGauge,
+    messages: IntCounterVec,
+    messages_waiting: IntGauge,
 }
 
 /// Everything a scrape reads from the actors.
@@ -53,6 +56,8 @@ pub struct Snapshot {
     pub breaker: BreakerSnapshot,
     /// Cache and Redis.
     pub cache: CacheReport,
+    /// Outgoing messages.
+    pub messages: DispatchStats,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -153,6 +158,15 @@ impl Telemetry {
                 "wasup_outbox_unwritten",
                 "Outbox changes not yet written to Redis.",
             ),
+            messages: counter_vec(
+                "wasup_messages_total",
+                "Outgoing text messages by outcome.",
+                &["outcome"],
+            ),
+            messages_waiting: gauge(
+                "wasup_messages_waiting",
+                "Outgoing text messages waiting to be sent.",
+            ),
         };
         let registry = &telemetry.registry;
         registry.register(Box::new(telemetry.laravel_latency.clone()))?;
@@ -171,6 +185,8 @@ impl Telemetry {
         registry.register(Box::new(telemetry.redis_up.clone()))?;
         registry.register(Box::new(telemetry.redis_errors.clone()))?;
         registry.register(Box::new(telemetry.outbox_unwritten.clone()))?;
+        registry.register(Box::new(telemetry.messages.clone()))?;
+        registry.register(Box::new(telemetry.messages_waiting.clone()))?;
         Ok(telemetry)
     }
 
@@ -229,6 +245,17 @@ impl Telemetry {
             .map_or(0, |outbox| outbox.unwritten);
         self.outbox_unwritten
             .set(i64::try_from(unwritten).unwrap_or(i64::MAX));
+        let messages = &snapshot.messages;
+        for (outcome, value) in [
+            ("sent", messages.completed),
+            ("failed", messages.failed),
+            ("retried", messages.retries),
+            ("refused", messages.refused),
+        ] {
+            catch_up(&self.messages.with_label_values(&[outcome]), value);
+        }
+        self.messages_waiting
+            .set(i64::try_from(messages.waiting).unwrap_or(i64::MAX));
         let mut text = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
         String::from_utf8(text).unwrap_or_default()

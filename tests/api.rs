@@ -140,3 +140,263 @@ async fn metrics_speak_prometheus() {
         assert!(text.contains(expected), "missing {expected} in:\\n{text}");
     }
 }
+
+#[actix_rt::test]
+async fn the_current_qr_is_served_as_png_or_json_until_the_session_connects() {
+    let laravel = Laravel::start().await;
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = wasup.start_session(1).await;
+    common::wait_until("a QR", common::PATIENCE, || async {
+        wasup.inspect(&session_id).await["actor"]["qr_count"] == 1
+    })
+    .await;
+    let (status, body) = wasup.get(&format!("/sessions/{session_id}/qr")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["qr"]
+            .as_str()
+            .is_some_and(|qr| qr.starts_with("data:image/png;base64,"))
+    );
+    assert!(
+        body["raw"]
+            .as_str()
+            .is_some_and(|raw| raw.starts_with("2@"))
+    );
+    let expires_in = body["expires_in"].as_u64().expect("expires_in");
+    assert!(
+        (55..=60).contains(&expires_in),
+        "the first QR lives 60 s: {expires_in}"
+    );
+
+    let client = awc::Client::default();
+    let mut response = client
+        .get(format!("{}/sessions/{session_id}/qr", wasup.base))
+        .insert_header(("X-Api-Key", API_KEY))
+        .insert_header(("Accept", "image/png"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("image/png")
+    );
+    let png = response.body().await.expect("png");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    let (status, body) = wasup.get(&format!("/sessions/{session_id}/qr")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("no_qr")),
+        "{body}"
+    );
+    assert_eq!(wasup.get("/sessions/nope/qr").await.0, 404);
+}
+
+#[actix_rt::test]
+async fn a_pairing_code_is_given_for_a_valid_phone() {
+    let laravel = Laravel::start().await;
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = wasup.start_session(1).await;
+    let (status, body) = wasup
+        .post(
+            &format!("/sessions/{session_id}/pair-code"),
+            &json!({"phone": "+5215512345678"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let code = body["code"].as_str().expect("code");
+    assert_eq!(code.len(), 9, "XXXX-XXXX: {code}");
+    assert_eq!(code.as_bytes()[4], b'-');
+    for bad in [
+        json!({"phone": "12"}),
+        json!({"phone": "55-12"}),
+        json!({"telefono": "5215512345678"}),
+        json!({"phone": 5}),
+    ] {
+        let (status, body) = wasup
+            .post(&format!("/sessions/{session_id}/pair-code"), &bad)
+            .await;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    assert_eq!(
+        wasup
+            .post(
+                "/sessions/nope/pair-code",
+                &json!({"phone": "5215512345678"})
+            )
+            .await
+            .0,
+        404
+    );
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    let (status, body) = wasup
+        .post(
+            &format!("/sessions/{session_id}/pair-code"),
+            &json!({"phone": "5215512345678"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("engine_error")),
+        "already paired: {body}"
+    );
+}
+
+#[actix_rt::test]
+async fn queued_messages_are_sent_retried_and_reported() {
+    let laravel = Laravel::start().await;
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = wasup.start_session(1).await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    let send = |text: &'static str| {
+        let wasup = &wasup;
+        let session_id = session_id.clone();
+        async move {
+            let (status, body) = wasup
+                .post(
+                    &format!("/sessions/{session_id}/messages"),
+                    &json!({"to": "+5215500000000", "text": text}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            assert_eq!(body["state"], "queued");
+            body["message_id"].as_str().expect("id").to_string()
+        }
+    };
+    let state_of = |message_id: String| {
+        let wasup = &wasup;
+        let session_id = session_id.clone();
+        async move {
+            wasup
+                .get(&format!("/sessions/{session_id}/messages/{message_id}"))
+                .await
+                .1
+        }
+    };
+
+    let first = send("hola").await;
+    common::wait_until("sent", common::PATIENCE, || async {
+        state_of(first.clone()).await["state"] == "sent"
+    })
+    .await;
+    let record = state_of(first.clone()).await;
+    assert_eq!(record["attempts"], 1);
+    assert!(record["whatsapp_id"].is_string());
+    assert!(record.get("text").is_none(), "texts are never echoed");
+
+    wasup
+        .post(
+            &format!("/sessions/{session_id}/simulate/fail-messages"),
+            &json!({"count": 2}),
+        )
+        .await;
+    let retried = send("otra vez").await;
+    common::wait_until("sent after retries", common::PATIENCE, || async {
+        state_of(retried.clone()).await["state"] == "sent"
+    })
+    .await;
+    let record = state_of(retried.clone()).await;
+    assert_eq!(record["attempts"], 3);
+    assert!(
+        record["last_error"]
+            .as_str()
+            .is_some_and(|error| error.contains("simulated send failure"))
+    );
+
+    wasup
+        .post(
+            &format!("/sessions/{session_id}/simulate/fail-messages"),
+            &json!({"count": 10}),
+        )
+        .await;
+    let doomed = send("nunca").await;
+    common::wait_until("given up", common::PATIENCE, || async {
+        state_of(doomed.clone()).await["state"] == "failed"
+    })
+    .await;
+    assert_eq!(
+        state_of(doomed.clone()).await["attempts"],
+        3,
+        "1 try + 2 retries"
+    );
+    assert_eq!(
+        wasup.inspect(&session_id).await["actor"]["messages_sent"],
+        2
+    );
+
+    let health = wasup.get("/health").await.1;
+    assert_eq!(health["queues"]["messageQueue"]["completed"], 2);
+    assert_eq!(health["queues"]["messageQueue"]["failed"], 1);
+
+    let (status, _) = wasup
+        .get(&format!("/sessions/{session_id}/messages/unknown"))
+        .await;
+    assert_eq!(status, 404);
+    let other = wasup.start_session(2).await;
+    let (status, _) = wasup
+        .get(&format!("/sessions/{other}/messages/{first}"))
+        .await;
+    assert_eq!(status, 404, "another session cannot read it");
+    for bad in [
+        json!({"to": "abc", "text": "x"}),
+        json!({"to": "5215500000000", "text": "  "}),
+        json!({"to": "5215500000000"}),
+    ] {
+        let (status, body) = wasup
+            .post(&format!("/sessions/{session_id}/messages"), &bad)
+            .await;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    let (status, _) = wasup
+        .post(
+            "/sessions/nope/messages",
+            &json!({"to": "5215500000000", "text": "x"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[actix_rt::test]
+async fn a_message_to_a_session_that_is_not_connected_waits_for_it() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.messages.retries = 20;
+    let wasup = TestWasup::start(config).await;
+    let session_id = wasup.start_session(1).await;
+    let (status, body) = wasup
+        .post(
+            &format!("/sessions/{session_id}/messages"),
+            &json!({"to": "5215500000000", "text": "espera"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let message_id = body["message_id"].as_str().expect("id").to_string();
+    common::wait_until("retrying while pending", common::PATIENCE, || async {
+        let record = wasup
+            .get(&format!("/sessions/{session_id}/messages/{message_id}"))
+            .await
+            .1;
+        record["attempts"].as_u64() >= Some(2)
+            && record["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not connected"))
+    })
+    .await;
+    wasup.scan(&session_id).await;
+    common::wait_until("sent once connected", common::PATIENCE, || async {
+        wasup
+            .get(&format!("/sessions/{session_id}/messages/{message_id}"))
+            .await
+            .1["state"]
+            == "sent"
+    })
+    .await;
+}

@@ -476,3 +476,38 @@ async fn requests_to_laravel_are_signed_with_the_shared_secret() {
         wasup_actors::sink::signature("other", timestamp, &request.raw_body)
     );
 }
+
+#[actix_rt::test]
+async fn a_batch_laravel_finds_too_large_is_split_until_it_fits() {
+    let laravel = Laravel::start().await;
+    laravel.set_behaviour(Behaviour::TooLargeAbove(2));
+    let mut config = fast_config(&laravel.url);
+    config.batch.interval = Duration::from_millis(500);
+    let wasup = TestWasup::start(config).await;
+    let mut sessions = Vec::new();
+    for user in 0..9 {
+        sessions.push(wasup.start_session(user).await);
+    }
+    for id in &sessions {
+        laravel.wait_qr(id).await;
+    }
+    let metrics = wasup.batch_metrics().await;
+    assert_eq!(metrics["qr"]["dead_lettered"], 0, "{metrics}");
+    assert!(
+        laravel
+            .requests_to("/qr/batch")
+            .iter()
+            .any(|request| request.answered == 413)
+    );
+
+    laravel.set_behaviour(Behaviour::TooLargeAbove(0));
+    let lonely = wasup.start_session(99).await;
+    wait_until(
+        "a single oversized item is dead-lettered",
+        PATIENCE,
+        || async { wasup.batch_metrics().await["qr"]["dead_lettered"] == 1 },
+    )
+    .await;
+    assert!(laravel.qr_of(&lonely).is_none());
+    assert_lane_accounting(&wasup.batch_metrics().await);
+}

@@ -102,6 +102,11 @@ pub enum SimulatedAction {
     Scan,
     /// The connection closes for this reason.
     Disconnect(DisconnectReason),
+    /// The next `count` text messages fail to send.
+    FailMessages {
+        /// How many.
+        count: u32,
+    },
 }
 
 /// One WhatsApp Web connection.
@@ -114,6 +119,25 @@ pub trait Engine {
     fn logout(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>>;
     /// Closes the connection, keeping credentials.
     fn shutdown(&mut self) -> LocalBoxFuture<'static, ()>;
+    /// Asks WhatsApp for a pairing code for `phone` (digits, with country code), an alternative
+    /// to scanning the QR.
+    fn request_pair_code(
+        &mut self,
+        phone: &str,
+    ) -> LocalBoxFuture<'static, Result<String, EngineError>> {
+        let _ = phone;
+        let error = EngineError::Unsupported {
+            engine: self.kind(),
+            what: "pairing codes",
+        };
+        Box::pin(futures_util::future::ready(Err(error)))
+    }
+    /// Sends a text message; answers WhatsApp's message id.
+    fn send_text(
+        &mut self,
+        to: &str,
+        text: &str,
+    ) -> LocalBoxFuture<'static, Result<String, EngineError>>;
     /// Applies a test hook; only the simulated engine accepts them.
     fn simulate(&mut self, action: SimulatedAction) -> Result<(), EngineError> {
         let _ = action;

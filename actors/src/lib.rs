@@ -28,6 +28,7 @@ pub mod batch;
 pub mod breaker;
 pub mod cache;
 pub mod crash;
+pub mod dispatch;
 pub mod engine;
 pub mod messages;
 pub mod qr_image;

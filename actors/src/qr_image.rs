@@ -35,7 +35,9 @@ pub fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
     let colors = code.to_colors();
     let side_modules = modules + 2 * QUIET_ZONE_MODULES;
     let side = side_modules * PIXELS_PER_MODULE;
-    let mut pixels = vec![255u8; side * side];
+    // 1 bit per pixel (1 = white): a QR has two colours, and this keeps the PNG near 1 KB.
+    let row_bytes = side.div_ceil(8);
+    let mut pixels = vec![0xffu8; row_bytes * side];
     for (index, color) in colors.iter().enumerate() {
         if *color != Color::Dark {
             continue;
@@ -43,7 +45,9 @@ pub fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
         let x0 = (index % modules + QUIET_ZONE_MODULES) * PIXELS_PER_MODULE;
         let y0 = (index / modules + QUIET_ZONE_MODULES) * PIXELS_PER_MODULE;
         for y in y0..y0 + PIXELS_PER_MODULE {
-            pixels[y * side + x0..y * side + x0 + PIXELS_PER_MODULE].fill(0);
+            for x in x0..x0 + PIXELS_PER_MODULE {
+                pixels[y * row_bytes + x / 8] &= !(0x80 >> (x % 8));
+            }
         }
     }
     let side_u32 = u32::try_from(side).unwrap_or(u32::MAX);
@@ -51,8 +55,8 @@ pub fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
     {
         let mut encoder = png::Encoder::new(&mut png_bytes, side_u32, side_u32);
         encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        encoder.set_compression(png::Compression::Fast);
+        encoder.set_depth(png::BitDepth::One);
+        encoder.set_compression(png::Compression::Best);
         let mut writer = encoder.write_header()?;
         writer.write_image_data(&pixels)?;
         writer.finish()?;
@@ -72,7 +76,35 @@ mod tests {
             .decode(encoded)
             .expect("base64");
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-        assert!(bytes.len() < 4096, "a QR PNG stays small: {}", bytes.len());
+        assert!(bytes.len() < 1500, "a QR PNG stays small: {}", bytes.len());
+    }
+
+    #[test]
+    fn a_whatsapp_sized_qr_decodes_to_black_and_white_modules() {
+        let text = format!(
+            "2@{},{},{},{}",
+            "A".repeat(64),
+            "B".repeat(44),
+            "C".repeat(44),
+            "D".repeat(44)
+        );
+        let png = qr_png(&text).expect("renders");
+        assert!(png.len() < 1500, "{} bytes", png.len());
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().expect("valid PNG");
+        let info = reader.info();
+        assert_eq!(
+            (info.bit_depth, info.color_type),
+            (png::BitDepth::One, png::ColorType::Grayscale)
+        );
+        let side = info.width as usize;
+        let mut buffer = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut buffer).expect("pixels");
+        let pixel =
+            |x: usize, y: usize| buffer[y * side.div_ceil(8) + x / 8] & (0x80 >> (x % 8)) != 0;
+        let quiet = QUIET_ZONE_MODULES * PIXELS_PER_MODULE;
+        assert!(pixel(0, 0), "the quiet zone is white");
+        assert!(!pixel(quiet, quiet), "the finder pattern's corner is black");
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub enum ApiError {
     /// The body is larger than `http.max_body_bytes`.
     #[error("request body too large (at most {0} bytes)")]
     PayloadTooLarge(usize),
+    /// The session shows no QR now (connected, or between QRs).
+    #[error("session {0} shows no QR now")]
+    NoQr(String),
+    /// No such message (or not this session's).
+    #[error("message {0} not found")]
+    NoMessage(String),
     /// No such route.
     #[error("no such route: {0}")]
     NoRoute(String),
@@ -37,7 +43,12 @@ impl ApiError {
             ApiError::Registry(RegistryError::ShuttingDown) => "shutting_down",
             ApiError::Registry(RegistryError::Unavailable(_)) => "session_unavailable",
             ApiError::Registry(RegistryError::Session(SessionError::Closing)) => "session_closing",
+            ApiError::Registry(RegistryError::Session(SessionError::NotConnected(_))) => {
+                "not_connected"
+            }
             ApiError::Registry(RegistryError::Session(SessionError::Engine(_))) => "engine_error",
+            ApiError::NoQr(_) => "no_qr",
+            ApiError::NoMessage(_) => "message_not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::NoRoute(_) => "no_route",
@@ -50,9 +61,10 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Registry(RegistryError::NotFound(_)) | ApiError::NoRoute(_) => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::Registry(RegistryError::NotFound(_))
+            | ApiError::NoRoute(_)
+            | ApiError::NoQr(_)
+            | ApiError::NoMessage(_) => StatusCode::NOT_FOUND,
             ApiError::Registry(RegistryError::AlreadyExists(_) | RegistryError::Session(_)) => {
                 StatusCode::CONFLICT
             }

@@ -4,7 +4,8 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 use wasup_actors::{
     batch::GetBatchStats, breaker::GetBreakerSnapshot, cache::GetCacheReport,
-    messages::unix_millis, registry::GetRegistryStats, sink::GetSinkStats,
+    dispatch::GetDispatchStats, messages::unix_millis, registry::GetRegistryStats,
+    sink::GetSinkStats,
 };
 
 use super::{ApiError, AppState};
@@ -12,10 +13,11 @@ use crate::telemetry::Snapshot;
 
 /// `GET /health`: `ok`, `degraded` (breaker not closed, or Redis down) or `shutting_down` (503).
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (sessions, batch, breaker) = futures_util::try_join!(
+    let (sessions, batch, breaker, messages) = futures_util::try_join!(
         state.registry.send(GetRegistryStats),
         state.batch.send(GetBatchStats),
         state.breaker.send(GetBreakerSnapshot),
+        state.dispatcher.send(GetDispatchStats),
     )?;
     let redis = match &state.redis_health {
         None => "disabled",
@@ -39,6 +41,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "queues": {
             "qr": { "pending": batch.qr.pending, "inFlight": batch.qr.in_flight, "blockedForMs": batch.qr.blocked_for_ms },
             "status": { "pending": batch.status.pending, "inFlight": batch.status.in_flight, "blockedForMs": batch.status.blocked_for_ms },
+            "messageQueue": messages,
         },
         "circuitBreaker": breaker,
         "redis": redis,
@@ -78,12 +81,13 @@ pub async fn cache_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (registry, batch, sink, breaker, cache) = futures_util::try_join!(
+    let (registry, batch, sink, breaker, cache, messages) = futures_util::try_join!(
         state.registry.send(GetRegistryStats),
         state.batch.send(GetBatchStats),
         state.sink.send(GetSinkStats),
         state.breaker.send(GetBreakerSnapshot),
         state.cache.send(GetCacheReport { count_keys: false }),
+        state.dispatcher.send(GetDispatchStats),
     )?;
     let text = state.telemetry.render(&Snapshot {
         registry,
@@ -91,6 +95,7 @@ pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpRespon
         sink,
         breaker,
         cache,
+        messages,
     });
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

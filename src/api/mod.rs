@@ -3,6 +3,8 @@
 mod error;
 mod guard;
 mod health;
+mod messages;
+mod qr;
 mod sessions;
 mod simulate;
 
@@ -11,8 +13,8 @@ use std::{sync::Arc, time::Instant};
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use wasup_actors::{
-    batch::BatchActor, breaker::CircuitBreaker, cache::CacheActor, registry::SessionRegistry,
-    sink::LaravelSink, store::RedisHealth,
+    batch::BatchActor, breaker::CircuitBreaker, cache::CacheActor, dispatch::MessageDispatcher,
+    registry::SessionRegistry, sink::LaravelSink, store::RedisHealth,
 };
 
 pub use error::ApiError;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub breaker: Addr<CircuitBreaker>,
     /// The Redis cache.
     pub cache: Addr<CacheActor>,
+    /// The outgoing message queue.
+    pub dispatcher: Addr<MessageDispatcher>,
     /// Redis's health, `None` when Redis is disabled.
     pub redis_health: Option<Arc<RedisHealth>>,
     /// The configuration in force.
@@ -75,6 +79,13 @@ pub fn configure(
                     .route(web::get().to(sessions::inspect))
                     .route(web::delete().to(sessions::remove)),
             )
+            .service(resource("/sessions/{id}/qr").route(web::get().to(qr::current_qr)))
+            .service(resource("/sessions/{id}/pair-code").route(web::post().to(qr::pair_code)))
+            .service(resource("/sessions/{id}/messages").route(web::post().to(messages::send)))
+            .service(
+                resource("/sessions/{id}/messages/{message_id}")
+                    .route(web::get().to(messages::status)),
+            )
             .service(
                 resource("/cleanup-pending-sessions")
                     .route(web::post().to(sessions::cleanup_pending)),
@@ -93,6 +104,10 @@ pub fn configure(
             )
             .service(
                 resource("/sessions/{id}/simulate/crash").route(web::post().to(simulate::crash)),
+            )
+            .service(
+                resource("/sessions/{id}/simulate/fail-messages")
+                    .route(web::post().to(simulate::fail_messages)),
             );
         }
         cfg.default_service(web::to(no_route));

@@ -69,3 +69,21 @@ pub async fn crash(
 ) -> Result<HttpResponse, ApiError> {
     apply(&state, id.into_inner(), SimulateCommand::Crash).await
 }
+
+/// `POST /sessions/{id}/simulate/fail-messages` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailMessagesRequest {
+    /// How many of the next text messages fail.
+    count: u32,
+}
+
+/// `POST /sessions/{id}/simulate/fail-messages {"count":N}`: the next N sends fail.
+pub async fn fail_messages(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<FailMessagesRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let action = SimulatedAction::FailMessages { count: body.count };
+    apply(&state, id.into_inner(), SimulateCommand::Engine(action)).await
+}

@@ -86,6 +86,7 @@ impl EngineFactory for SimulatedEngineFactory {
                 .settings
                 .deterministic_qr
                 .then(|| fnv1a(&spec.session_id)),
+            failing_messages: 0,
             connection: None,
         })
     }
@@ -130,12 +131,21 @@ impl Credentials {
     }
 }
 
+/// What a connection's task is told.
+#[derive(Clone, Copy, Debug)]
+enum ConnectionCommand {
+    /// A phone scans the current QR.
+    Scan,
+    /// The connection closes.
+    Disconnect(DisconnectReason),
+}
+
 /// One simulated connection's task and its command inbox.
 struct Connection {
     /// The task emitting this connection's events.
     task: tokio::task::JoinHandle<()>,
     /// Scan / disconnect commands for the task.
-    commands: mpsc::UnboundedSender<SimulatedAction>,
+    commands: mpsc::UnboundedSender<ConnectionCommand>,
 }
 
 /// One simulated session.
@@ -148,6 +158,8 @@ struct SimulatedEngine {
     credentials: Rc<Credentials>,
     /// Seed of deterministic QR texts (from the session id), when configured.
     qr_seed: Option<u64>,
+    /// Text messages still to fail (test hook).
+    failing_messages: u32,
     /// The open connection, if any.
     connection: Option<Connection>,
 }
@@ -196,9 +208,58 @@ impl Engine for SimulatedEngine {
         Box::pin(ready(()))
     }
 
+    fn request_pair_code(
+        &mut self,
+        phone: &str,
+    ) -> LocalBoxFuture<'static, Result<String, EngineError>> {
+        let answer = if self.credentials.is_paired() {
+            Err(EngineError::Failed("already paired".into()))
+        } else if !(8..=15).contains(&phone.len())
+            || !phone.bytes().all(|byte| byte.is_ascii_digit())
+        {
+            Err(EngineError::Failed(
+                "phone must be 8 to 15 digits with country code".into(),
+            ))
+        } else {
+            const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTVWXYZ123456789";
+            let mut code: String = (0..8)
+                .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+                .collect();
+            code.insert(4, '-');
+            Ok(code)
+        };
+        Box::pin(ready(answer))
+    }
+
+    fn send_text(
+        &mut self,
+        to: &str,
+        _text: &str,
+    ) -> LocalBoxFuture<'static, Result<String, EngineError>> {
+        let answer = if self.connection.is_none() || !self.credentials.is_paired() {
+            Err(EngineError::Failed("not connected".into()))
+        } else if self.failing_messages > 0 {
+            self.failing_messages -= 1;
+            Err(EngineError::Failed(format!(
+                "simulated send failure to {to}"
+            )))
+        } else {
+            Ok(format!("3EB0{:016X}", fastrand::u64(..)))
+        };
+        Box::pin(ready(answer))
+    }
+
     fn simulate(&mut self, action: SimulatedAction) -> Result<(), EngineError> {
+        let command = match action {
+            SimulatedAction::FailMessages { count } => {
+                self.failing_messages = count;
+                return Ok(());
+            }
+            SimulatedAction::Scan => ConnectionCommand::Scan,
+            SimulatedAction::Disconnect(reason) => ConnectionCommand::Disconnect(reason),
+        };
         let connection = self.connection.as_ref().ok_or(EngineError::Stopped)?;
-        connection.commands.send(action).map_err(|_| {
+        connection.commands.send(command).map_err(|_| {
             EngineError::Failed("the connection is closed; try again once it reconnects".into())
         })
     }
@@ -211,7 +272,7 @@ async fn run_connection(
     events: EventSender,
     credentials: Rc<Credentials>,
     qr_seed: Option<u64>,
-    mut inbox: mpsc::UnboundedReceiver<SimulatedAction>,
+    mut inbox: mpsc::UnboundedReceiver<ConnectionCommand>,
 ) {
     let _ = if credentials.is_paired() {
         stay_connected(&settings, &events, &credentials, &mut inbox).await
@@ -225,12 +286,12 @@ async fn stay_connected(
     settings: &SimulatedSettings,
     events: &EventSender,
     credentials: &Credentials,
-    inbox: &mut mpsc::UnboundedReceiver<SimulatedAction>,
+    inbox: &mut mpsc::UnboundedReceiver<ConnectionCommand>,
 ) -> Result<(), EngineError> {
     actix_rt::time::sleep(settings.connect_delay).await;
     events.send(EngineEvent::Connected).await?;
     while let Some(action) = inbox.recv().await {
-        if let SimulatedAction::Disconnect(reason) = action {
+        if let ConnectionCommand::Disconnect(reason) = action {
             if reason == DisconnectReason::LoggedOut {
                 credentials.forget();
             }
@@ -245,7 +306,7 @@ async fn rotate_qr_codes(
     events: &EventSender,
     credentials: &Credentials,
     rng: &mut fastrand::Rng,
-    inbox: &mut mpsc::UnboundedReceiver<SimulatedAction>,
+    inbox: &mut mpsc::UnboundedReceiver<ConnectionCommand>,
 ) -> Result<(), EngineError> {
     for index in 0..settings.qr_refs {
         let valid_for = if index == 0 {
@@ -263,13 +324,13 @@ async fn rotate_qr_codes(
         tokio::select! {
             () = actix_rt::time::sleep(valid_for) => {}
             action = inbox.recv() => match action {
-                Some(SimulatedAction::Scan) => {
+                Some(ConnectionCommand::Scan) => {
                     let phone = random_phone();
                     credentials.store(&phone)?;
                     events.send(EngineEvent::Paired { phone: Some(phone) }).await?;
                     return events.send(EngineEvent::Disconnected { reason: DisconnectReason::RestartRequired }).await;
                 }
-                Some(SimulatedAction::Disconnect(reason)) => {
+                Some(ConnectionCommand::Disconnect(reason)) => {
                     return events.send(EngineEvent::Disconnected { reason }).await;
                 }
                 None => return Ok(()),

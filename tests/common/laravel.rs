@@ -24,6 +24,8 @@ pub enum Behaviour {
     FailIds(HashSet<String>),
     /// Store nothing and say `failed: N` without ids.
     FailWithoutIds,
+    /// Answer 413 to batches of more than this many items (store the others).
+    TooLargeAbove(usize),
 }
 
 /// One request as received.
@@ -96,7 +98,7 @@ impl Laravel {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .app_data(web::JsonConfig::default().limit(16 << 20))
+                .app_data(web::PayloadConfig::new(16 << 20))
                 .route("/api/qr/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/{id}", web::get().to(status_of))
@@ -275,6 +277,14 @@ async fn batch(
                 .filter_map(|item| item["session_id"].as_str())
                 .collect();
             HttpResponse::Ok().json(json!({"success": true, "updated": stored.len(), "failed": failed.len(), "failed_ids": failed_ids}))
+        }
+        Behaviour::TooLargeAbove(limit) if items.len() > *limit => {
+            recorded.answered = 413;
+            HttpResponse::PayloadTooLarge().json(json!({"message": "too large"}))
+        }
+        Behaviour::TooLargeAbove(_) => {
+            store(&items);
+            HttpResponse::Ok().json(json!({"success": true, "updated": items.len(), "failed": 0}))
         }
         Behaviour::FailWithoutIds => {
             HttpResponse::Ok().json(json!({"success": false, "updated": 0, "failed": items.len()}))

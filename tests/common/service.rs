@@ -42,6 +42,10 @@ pub fn fast_config(laravel_url: &str) -> Config {
     config.sessions.reconnect_base = Duration::from_millis(20);
     config.sessions.reconnect_max = Duration::from_millis(200);
     config.sessions.watchdog_interval = Duration::from_millis(200);
+    config.messages.retries = 2;
+    config.messages.backoff_base = Duration::from_millis(20);
+    config.messages.backoff_max = Duration::from_millis(100);
+    config.messages.timeout = Duration::from_secs(2);
     config.redis.timeout = Duration::from_millis(500);
     config.redis.retry_base = Duration::from_millis(20);
     config.redis.retry_max = Duration::from_millis(200);

@@ -352,3 +352,25 @@ impl Handler<GetRegistryStats> for SessionRegistry {
         MessageResult(self.stats())
     }
 }
+
+/// The address of a session's actor, to talk to it directly.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Addr<SessionActor>, RegistryError>")]
+pub struct LookupSession {
+    /// The session.
+    pub session_id: SessionId,
+}
+
+impl Handler<LookupSession> for SessionRegistry {
+    type Result = Result<Addr<SessionActor>, RegistryError>;
+
+    fn handle(&mut self, lookup: LookupSession, _: &mut Context<Self>) -> Self::Result {
+        match self.sessions.get(&lookup.session_id) {
+            None => Err(RegistryError::NotFound(lookup.session_id)),
+            Some(entry) => entry
+                .addr
+                .clone()
+                .ok_or(RegistryError::Unavailable(lookup.session_id)),
+        }
+    }
+}

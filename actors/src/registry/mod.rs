@@ -20,8 +20,8 @@ use slog::{Logger, error, info, o, warn};
 
 pub use commands::{
     CleanupNotConnected, CleanupPending, GetRegistryStats, InspectSession, ListSessions,
-    RegistryStats, RemoveSession, SessionList, SessionReport, SessionStarted, SimulateSession,
-    StartSession, StopAllSessions,
+    LookupSession, RegistryStats, RemoveSession, SessionList, SessionReport, SessionStarted,
+    SimulateSession, StartSession, StopAllSessions,
 };
 pub use entry::{CrashVerdict, SessionEntry, SessionSummary};
 pub use notices::{SessionDied, SessionFinished, SessionStateChanged};

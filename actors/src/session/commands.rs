@@ -1,4 +1,5 @@
-//! Commands a session actor takes from the registry: inspect, simulate hooks, stop.
+//! Commands a session actor takes from the registry: inspect, current QR, pairing code, send a
+//! text, simulate hooks, stop.
 
 use actix::prelude::*;
 
@@ -15,6 +16,9 @@ pub enum SessionError {
     /// The session is closing.
     #[error("the session is closing")]
     Closing,
+    /// The command needs an open connection.
+    #[error("the session is not connected (state: {0})")]
+    NotConnected(&'static str),
 }
 
 /// Test hooks of the simulated engine, plus a deliberate crash of the actor.
@@ -93,5 +97,80 @@ impl Handler<StopSession> for SessionActor {
             },
             ctx,
         );
+    }
+}
+
+/// The QR a session shows now.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct QrView {
+    /// The raw QR text.
+    pub raw: String,
+    /// Milliseconds until it expires.
+    pub expires_in_ms: u64,
+}
+
+/// Reads the QR shown now, if any.
+#[derive(Message, Debug)]
+#[rtype(result = "Option<QrView>")]
+pub struct CurrentQr;
+
+impl Handler<CurrentQr> for SessionActor {
+    type Result = Option<QrView>;
+
+    fn handle(&mut self, _: CurrentQr, _: &mut Context<Self>) -> Self::Result {
+        let (raw, expires_at) = self.current_qr.as_ref()?;
+        Some(QrView {
+            raw: raw.clone(),
+            expires_in_ms: super::millis(
+                expires_at.saturating_duration_since(std::time::Instant::now()),
+            ),
+        })
+    }
+}
+
+/// Asks for a pairing code for `phone` (an alternative to scanning the QR).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<String, SessionError>")]
+pub struct RequestPairCode {
+    /// Digits with country code.
+    pub phone: String,
+}
+
+impl Handler<RequestPairCode> for SessionActor {
+    type Result = ResponseFuture<Result<String, SessionError>>;
+
+    fn handle(&mut self, request: RequestPairCode, _: &mut Context<Self>) -> Self::Result {
+        if self.state == SessionState::Closed {
+            return Box::pin(async { Err(SessionError::Closing) });
+        }
+        let code = self.engine.request_pair_code(&request.phone);
+        Box::pin(async move { Ok(code.await?) })
+    }
+}
+
+/// Sends a text message through this session; answers WhatsApp's message id.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<String, SessionError>")]
+pub struct SendText {
+    /// Recipient: digits with country code.
+    pub to: String,
+    /// The text.
+    pub text: String,
+}
+
+impl Handler<SendText> for SessionActor {
+    type Result = ResponseActFuture<Self, Result<String, SessionError>>;
+
+    fn handle(&mut self, message: SendText, _: &mut Context<Self>) -> Self::Result {
+        if self.state != SessionState::Active {
+            let state = self.state.as_str();
+            return Box::pin(actix::fut::ready(Err(SessionError::NotConnected(state))));
+        }
+        let sending = self.engine.send_text(&message.to, &message.text);
+        Box::pin(sending.into_actor(self).map(|sent, actor, _| {
+            let id = sent?;
+            actor.messages_sent += 1;
+            Ok(id)
+        }))
     }
 }

@@ -110,10 +110,11 @@ impl SessionActor {
         }
     }
 
-    pub(super) fn on_qr(&mut self, code: String, ctx: &mut Context<Self>) {
+    pub(super) fn on_qr(&mut self, code: String, valid_for: Duration, ctx: &mut Context<Self>) {
         self.qr_count += 1;
         let now = Instant::now();
         self.last_qr_at = Some(now);
+        self.current_qr = Some((code.clone(), now + valid_for));
         if matches!(
             self.state,
             SessionState::Starting | SessionState::Connecting
@@ -140,6 +141,7 @@ impl SessionActor {
     }
 
     pub(super) fn discard_held_qr(&mut self, ctx: &mut Context<Self>) {
+        self.current_qr = None;
         self.qr.discard_held();
         self.held.qr = None;
         if let Some(handle) = self.qr_release.take() {

@@ -21,7 +21,10 @@ use std::{
 use actix::prelude::*;
 use slog::{Logger, debug, info, warn};
 
-pub use commands::{Inspect, SessionError, Simulate, SimulateCommand, StopSession};
+pub use commands::{
+    CurrentQr, Inspect, QrView, RequestPairCode, SendText, SessionError, Simulate, SimulateCommand,
+    StopSession,
+};
 pub use config::SessionConfig;
 use forwarding::HeldEvents;
 pub use qr_forwarding::{QrDecision, QrForwarder, fnv1a, qr_digest};
@@ -95,6 +98,10 @@ pub struct SessionActor {
     qr_forwarded: u64,
     /// When the last QR arrived.
     last_qr_at: Option<Instant>,
+    /// The QR shown now (raw text) and when it expires; `None` once connected or closed.
+    current_qr: Option<(String, Instant)>,
+    /// Text messages sent through the engine.
+    messages_sent: u64,
     /// The last status handed on (statuses are deduplicated too).
     last_status: Option<EstadoQr>,
     /// Events waiting for room in the batch mailbox.
@@ -156,6 +163,8 @@ impl SessionActor {
                 qr_count: 0,
                 qr_forwarded: 0,
                 last_qr_at: None,
+                current_qr: None,
+                messages_sent: 0,
                 last_status: None,
                 held: HeldEvents::default(),
                 reconnect_attempts: 0,
@@ -230,6 +239,7 @@ impl SessionActor {
             reconnects: self.reconnects,
             last_error: self.last_error.clone(),
             mailbox_depth: self.event_backlog.load(Ordering::Relaxed),
+            messages_sent: self.messages_sent,
             phone: self.phone.clone(),
         }
     }
@@ -275,7 +285,9 @@ impl StreamHandler<EngineEvent> for SessionActor {
         }
         self.last_event_at = Instant::now();
         match event {
-            EngineEvent::Qr { code, .. } => self.on_qr(code, ctx),
+            EngineEvent::Qr {
+                code, valid_for, ..
+            } => self.on_qr(code, valid_for, ctx),
             EngineEvent::Paired { phone } => {
                 self.phone = phone;
                 self.discard_held_qr(ctx);

@@ -70,6 +70,8 @@ pub struct ActorInspection {
     pub last_error: Option<String>,
     /// Engine events waiting for this actor (its mailbox depth for engine traffic).
     pub mailbox_depth: usize,
+    /// Text messages sent.
+    pub messages_sent: u64,
     /// The paired phone, when known.
     pub phone: Option<String>,
 }

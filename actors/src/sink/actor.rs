@@ -49,7 +49,22 @@ pub struct DeliveryOutcome {
     pub retry_after: Option<Duration>,
 }
 
+/// How one part of a batch ended.
+enum Chunk {
+    /// Settled (delivered, deferred or dead-lettered).
+    Done(DeliveryOutcome),
+    /// Laravel answered 413: split and try again.
+    TooLarge(Vec<OutboundItem>),
+}
+
 impl DeliveryOutcome {
+    fn absorb(&mut self, other: DeliveryOutcome) {
+        self.delivered.extend(other.delivered);
+        self.deferred.extend(other.deferred);
+        self.dead_lettered.extend(other.dead_lettered);
+        self.retry_after = self.retry_after.max(other.retry_after);
+    }
+
     fn defer_all(items: Vec<OutboundItem>, retry_after: Duration) -> Self {
         Self {
             deferred: items,
@@ -182,16 +197,44 @@ struct Delivery {
 }
 
 impl Delivery {
+    /// Delivers a batch; a batch Laravel finds too large (413) is split in halves, down to
+    /// single items, so one oversized item cannot hold the others back.
     async fn run(self, Deliver { lane, items }: Deliver) -> DeliveryOutcome {
+        let mut outcome = DeliveryOutcome::default();
+        let mut chunks = vec![items];
+        while let Some(chunk) = chunks.pop() {
+            if outcome.retry_after.is_some() {
+                // An earlier part was deferred (breaker open, retries used up): the rest waits too.
+                outcome.deferred.extend(chunk);
+                continue;
+            }
+            match self.deliver_chunk(lane, chunk).await {
+                Chunk::Done(done) => outcome.absorb(done),
+                Chunk::TooLarge(mut chunk) if chunk.len() > 1 => {
+                    let second_half = chunk.split_off(chunk.len() / 2);
+                    chunks.push(second_half);
+                    chunks.push(chunk);
+                }
+                Chunk::TooLarge(chunk) => {
+                    warn!(self.log, "Laravel refused a single item as too large; dead-lettered."; "lane" => lane.name());
+                    self.stats.borrow_mut().rejected += 1;
+                    outcome.dead_lettered.extend(chunk);
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn deliver_chunk(&self, lane: Lane, items: Vec<OutboundItem>) -> Chunk {
         let idempotency_key = uuid::Uuid::new_v4().to_string();
         let body = match serde_json::to_vec(&batch_body(lane, &items)) {
             Ok(body) => body,
             Err(error) => {
                 warn!(self.log, "Batch could not be serialised; dead-lettered."; "lane" => lane.name(), "error" => %error);
-                return DeliveryOutcome {
+                return Chunk::Done(DeliveryOutcome {
                     dead_lettered: items,
                     ..DeliveryOutcome::default()
-                };
+                });
             }
         };
         let url = self.config.url(lane_path(lane));
@@ -201,9 +244,9 @@ impl Delivery {
                 Ok(Permit::Granted) => {}
                 Ok(Permit::Denied { retry_after }) => {
                     self.stats.borrow_mut().batches_deferred += 1;
-                    return DeliveryOutcome::defer_all(items, retry_after);
+                    return Chunk::Done(DeliveryOutcome::defer_all(items, retry_after));
                 }
-                Err(_) => return DeliveryOutcome::defer_all(items, BREAKER_GONE_WAIT),
+                Err(_) => return Chunk::Done(DeliveryOutcome::defer_all(items, BREAKER_GONE_WAIT)),
             }
             self.pace().await;
             let result = self
@@ -221,7 +264,11 @@ impl Delivery {
             });
             match result {
                 AttemptResult::Stored { failed_ids } => {
-                    return self.stored(lane, items, &failed_ids);
+                    return Chunk::Done(self.stored(lane, items, &failed_ids));
+                }
+                AttemptResult::TooLarge => {
+                    debug!(self.log, "Laravel found a batch too large; splitting it."; "lane" => lane.name(), "items" => items.len());
+                    return Chunk::TooLarge(items);
                 }
                 AttemptResult::Rejected { status } => {
                     warn!(self.log, "Laravel refused a batch; dead-lettered.";
@@ -230,10 +277,10 @@ impl Delivery {
                     let mut stats = self.stats.borrow_mut();
                     stats.rejected += 1;
                     stats.last_error = Some(format!("HTTP {status} (dead-lettered)"));
-                    return DeliveryOutcome {
+                    return Chunk::Done(DeliveryOutcome {
                         dead_lettered: items,
                         ..DeliveryOutcome::default()
-                    };
+                    });
                 }
                 AttemptResult::Retry {
                     reason,
@@ -252,7 +299,7 @@ impl Delivery {
                         warn!(self.log, "Batch not delivered after its retries; back in the queue.";
                             "lane" => lane.name(), "items" => items.len(), "reason" => &reason);
                         self.stats.borrow_mut().batches_deferred += 1;
-                        return DeliveryOutcome::defer_all(items, delay);
+                        return Chunk::Done(DeliveryOutcome::defer_all(items, delay));
                     }
                     debug!(self.log, "Batch delivery failed; retrying.";
                         "lane" => lane.name(), "attempt" => attempt, "reason" => &reason, "delay" => ?delay);

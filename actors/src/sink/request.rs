@@ -41,7 +41,9 @@ pub enum AttemptResult {
         /// Whether this counts against the circuit breaker (Laravel unreachable or failing).
         breaker_failure: bool,
     },
-    /// A 4xx other than 408/429: the batch will never be accepted; dead-letter it.
+    /// 413: the batch is too large for Laravel; split it.
+    TooLarge,
+    /// A 4xx other than 408/413/429: the batch will never be accepted; dead-letter it.
     Rejected {
         /// The status code.
         status: u16,
@@ -63,6 +65,7 @@ struct BatchAnswer {
 pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> AttemptResult {
     match status {
         200..=299 => classify_stored(body),
+        413 => AttemptResult::TooLarge,
         408 | 429 | 500..=599 => AttemptResult::Retry {
             reason: format!("HTTP {status}"),
             retry_after,
@@ -157,6 +160,7 @@ mod tests {
             classify(422, None, b""),
             AttemptResult::Rejected { status: 422 }
         );
+        assert_eq!(classify(413, None, b""), AttemptResult::TooLarge);
         assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(Some("soon")), None);
     }

@@ -1,0 +1,372 @@
+//! `MessageDispatcher`: the outgoing text-message queue. At most `max_concurrent` sends run at
+//! once on this node; a failed send is retried with exponential backoff up to `retries` times,
+//! each attempt bounded by `timeout`; the outcome of every message can be asked by its id.
+//! Bounded: at most `max_queued` messages wait, and at most `max_remembered` outcomes are kept.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use slog::{Logger, debug};
+
+use crate::{
+    messages::{SessionId, unix_millis},
+    registry::{LookupSession, RegistryError, SessionRegistry},
+    session::{SendText, SessionError},
+    sink::backoff_delay,
+};
+
+/// The `[messages]` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Sends running at once on this node.
+    pub max_concurrent: usize,
+    /// Retries of a failed send.
+    pub retries: u32,
+    /// First retry delay; doubles each retry, jittered.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Cap on the retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Time one send may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Messages waiting at most; more are refused (503).
+    pub max_queued: usize,
+    /// Outcomes remembered for `GET /sessions/{id}/messages/{mid}`.
+    pub max_remembered: usize,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 20,
+            retries: 5,
+            backoff_base: Duration::from_secs(3),
+            backoff_max: Duration::from_secs(120),
+            timeout: Duration::from_secs(45),
+            max_queued: 10_000,
+            max_remembered: 50_000,
+        }
+    }
+}
+
+impl MessagesConfig {
+    /// Checks the values, naming the field at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent == 0 || self.max_queued == 0 || self.max_remembered == 0 {
+            return Err(
+                "messages.max_concurrent, max_queued and max_remembered must be at least 1".into(),
+            );
+        }
+        if self.timeout.is_zero() || self.backoff_base.is_zero() {
+            return Err("messages.timeout and messages.backoff_base must be above zero".into());
+        }
+        if self.backoff_max < self.backoff_base {
+            return Err("messages.backoff_max must be at least messages.backoff_base".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    /// Waiting for a free sender.
+    Queued,
+    /// Being sent.
+    Sending,
+    /// Failed; waiting for its retry.
+    Retrying,
+    /// Sent.
+    Sent,
+    /// Given up.
+    Failed,
+}
+
+/// A message and what became of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MessageRecord {
+    /// wasup's id.
+    pub message_id: String,
+    /// The sending session.
+    pub session_id: SessionId,
+    /// Recipient.
+    pub to: String,
+    /// State.
+    pub state: MessageState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// WhatsApp's id, once sent.
+    pub whatsapp_id: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: u64,
+    /// Last change, ms since the epoch.
+    pub updated_at: u64,
+    /// The text (not serialised: never echoed or logged).
+    #[serde(skip)]
+    text: String,
+}
+
+/// Counters for `/health` and metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DispatchStats {
+    /// Sends running now.
+    pub active: usize,
+    /// Messages waiting (queued or retrying).
+    pub waiting: usize,
+    /// Messages sent since start.
+    pub completed: u64,
+    /// Messages given up since start.
+    pub failed: u64,
+    /// Retries since start.
+    pub retries: u64,
+    /// Messages refused because the queue was full.
+    pub refused: u64,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// `max_queued` reached.
+    #[error("the message queue is full ({0} waiting)")]
+    QueueFull(usize),
+}
+
+/// The dispatcher actor.
+pub struct MessageDispatcher {
+    /// Limits and retry policy.
+    config: MessagesConfig,
+    /// Routes sends to session actors.
+    registry: Addr<SessionRegistry>,
+    /// Message ids ready to send, oldest first.
+    ready: VecDeque<String>,
+    /// Every remembered message.
+    records: HashMap<String, MessageRecord>,
+    /// Finished message ids, oldest first, for forgetting past `max_remembered`.
+    finished: VecDeque<String>,
+    /// Messages waiting for their retry delay.
+    retrying: usize,
+    /// Counters.
+    stats: DispatchStats,
+    /// Logger.
+    log: Logger,
+}
+
+impl MessageDispatcher {
+    /// A dispatcher sending through `registry`'s sessions.
+    pub fn new(config: MessagesConfig, registry: Addr<SessionRegistry>, log: Logger) -> Self {
+        Self {
+            config,
+            registry,
+            ready: VecDeque::new(),
+            records: HashMap::new(),
+            finished: VecDeque::new(),
+            retrying: 0,
+            stats: DispatchStats::default(),
+            log,
+        }
+    }
+
+    /// Starts sends while there is room.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.stats.active < self.config.max_concurrent {
+            let Some(message_id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(record) = self.records.get_mut(&message_id) else {
+                continue;
+            };
+            record.state = MessageState::Sending;
+            record.attempts += 1;
+            record.updated_at = unix_millis();
+            self.stats.active += 1;
+            let registry = self.registry.clone();
+            let (session_id, to, text) = (
+                record.session_id.clone(),
+                record.to.clone(),
+                record.text.clone(),
+            );
+            let timeout = self.config.timeout;
+            async move { send(registry, session_id, to, text, timeout).await }
+                .into_actor(self)
+                .map(move |outcome, actor, ctx| {
+                    actor.stats.active -= 1;
+                    actor.settle(&message_id, outcome, ctx);
+                    actor.pump(ctx);
+                })
+                .spawn(ctx);
+        }
+    }
+
+    fn settle(&mut self, message_id: &str, outcome: SendOutcome, ctx: &mut Context<Self>) {
+        let Some(record) = self.records.get_mut(message_id) else {
+            return;
+        };
+        record.updated_at = unix_millis();
+        match outcome {
+            SendOutcome::Sent(whatsapp_id) => {
+                record.state = MessageState::Sent;
+                record.whatsapp_id = Some(whatsapp_id);
+                self.stats.completed += 1;
+            }
+            SendOutcome::Retryable(error) if record.attempts <= self.config.retries => {
+                record.state = MessageState::Retrying;
+                record.last_error = Some(error);
+                self.stats.retries += 1;
+                let delay = backoff_delay(
+                    self.config.backoff_base,
+                    self.config.backoff_max,
+                    record.attempts - 1,
+                );
+                let message_id = message_id.to_string();
+                self.retrying += 1;
+                ctx.run_later(delay, move |actor, ctx| {
+                    actor.retrying -= 1;
+                    actor.ready.push_back(message_id);
+                    actor.pump(ctx);
+                });
+                return;
+            }
+            SendOutcome::Retryable(error) | SendOutcome::Final(error) => {
+                debug!(self.log, "Message given up."; "session_id" => &record.session_id, "error" => &error);
+                record.state = MessageState::Failed;
+                record.last_error = Some(error);
+                self.stats.failed += 1;
+            }
+        }
+        self.finished.push_back(message_id.to_string());
+        while self.finished.len() > self.config.max_remembered {
+            if let Some(oldest) = self.finished.pop_front() {
+                self.records.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// How one send attempt ended.
+enum SendOutcome {
+    /// Sent; WhatsApp's id.
+    Sent(String),
+    /// Worth retrying (not connected, engine error, timeout).
+    Retryable(String),
+    /// Not worth retrying (the session is gone).
+    Final(String),
+}
+
+async fn send(
+    registry: Addr<SessionRegistry>,
+    session_id: SessionId,
+    to: String,
+    text: String,
+    timeout: Duration,
+) -> SendOutcome {
+    let session = match registry.send(LookupSession { session_id }).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(RegistryError::NotFound(id))) => {
+            return SendOutcome::Final(format!("session {id} no longer exists"));
+        }
+        Ok(Err(error)) => return SendOutcome::Retryable(error.to_string()),
+        Err(error) => return SendOutcome::Retryable(error.to_string()),
+    };
+    match session.send(SendText { to, text }).timeout(timeout).await {
+        Ok(Ok(whatsapp_id)) => SendOutcome::Sent(whatsapp_id),
+        Ok(Err(SessionError::Closing)) => SendOutcome::Final("the session closed".into()),
+        Ok(Err(error)) => SendOutcome::Retryable(error.to_string()),
+        Err(MailboxError::Timeout) => {
+            SendOutcome::Retryable(format!("no answer within {timeout:?}"))
+        }
+        Err(MailboxError::Closed) => SendOutcome::Retryable("the session is restarting".into()),
+    }
+}
+
+impl Actor for MessageDispatcher {
+    type Context = Context<Self>;
+}
+
+/// Queues a text message.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<MessageRecord, DispatchError>")]
+pub struct QueueMessage {
+    /// The sending session.
+    pub session_id: SessionId,
+    /// Recipient digits.
+    pub to: String,
+    /// The text.
+    pub text: String,
+}
+
+impl Handler<QueueMessage> for MessageDispatcher {
+    type Result = Result<MessageRecord, DispatchError>;
+
+    fn handle(&mut self, queue: QueueMessage, ctx: &mut Context<Self>) -> Self::Result {
+        let waiting = self.ready.len() + self.retrying + self.stats.active;
+        if waiting >= self.config.max_queued {
+            self.stats.refused += 1;
+            return Err(DispatchError::QueueFull(waiting));
+        }
+        let now = unix_millis();
+        let record = MessageRecord {
+            message_id: uuid::Uuid::new_v4().simple().to_string(),
+            session_id: queue.session_id,
+            to: queue.to,
+            state: MessageState::Queued,
+            attempts: 0,
+            last_error: None,
+            whatsapp_id: None,
+            created_at: now,
+            updated_at: now,
+            text: queue.text,
+        };
+        self.records
+            .insert(record.message_id.clone(), record.clone());
+        self.ready.push_back(record.message_id.clone());
+        self.pump(ctx);
+        Ok(record)
+    }
+}
+
+/// Reads a message's record (only the session that sent it can see it).
+#[derive(Message, Debug)]
+#[rtype(result = "Option<MessageRecord>")]
+pub struct GetMessage {
+    /// The session.
+    pub session_id: SessionId,
+    /// The message.
+    pub message_id: String,
+}
+
+impl Handler<GetMessage> for MessageDispatcher {
+    type Result = Option<MessageRecord>;
+
+    fn handle(&mut self, get: GetMessage, _: &mut Context<Self>) -> Self::Result {
+        self.records
+            .get(&get.message_id)
+            .filter(|record| record.session_id == get.session_id)
+            .cloned()
+    }
+}
+
+/// Reads the dispatcher's counters.
+#[derive(Message, Debug)]
+#[rtype(result = "DispatchStats")]
+pub struct GetDispatchStats;
+
+impl Handler<GetDispatchStats> for MessageDispatcher {
+    type Result = MessageResult<GetDispatchStats>;
+
+    fn handle(&mut self, _: GetDispatchStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(DispatchStats {
+            waiting: self.ready.len() + self.retrying,
+            ..self.stats.clone()
+        })
+    }
+}
