@@ -16,10 +16,17 @@ struct Args {
     /// Print the effective configuration (after environment overrides) as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print the OpenAPI document of the REST API and exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_openapi {
+        print!("{}", wasup::api::openapi::document());
+        return ExitCode::SUCCESS;
+    }
     let config = match config::load(&args.config, std::env::vars()) {
         Ok(config) => config,
         Err(error) => {

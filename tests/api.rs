@@ -400,3 +400,41 @@ async fn a_message_to_a_session_that_is_not_connected_waits_for_it() {
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn the_served_openapi_document_is_the_checked_in_one() {
+    let laravel = Laravel::start().await;
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let (status, _, served) = raw(
+        &wasup.base,
+        Method::GET,
+        "/openapi.json",
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .expect("docs/openapi.json");
+    assert!(
+        served == checked_in,
+        "docs/openapi.json is stale: run scripts/openapi"
+    );
+    let document: serde_json::Value = serde_json::from_str(&served).expect("JSON");
+    for path in [
+        "/start",
+        "/sessions",
+        "/sessions/{id}",
+        "/sessions/{id}/qr",
+        "/sessions/{id}/messages",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(document["paths"][path].is_object(), "{path} documented");
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"]["name"],
+        "X-Api-Key"
+    );
+}

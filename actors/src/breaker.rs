@@ -207,7 +207,7 @@ impl Breaker {
 }
 
 /// The breaker as `/health` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BreakerSnapshot {
     /// `CLOSED`, `OPEN` or `HALF_OPEN`.

@@ -75,7 +75,7 @@ impl MessagesConfig {
 }
 
 /// Where a message is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageState {
     /// Waiting for a free sender.
@@ -91,7 +91,7 @@ pub enum MessageState {
 }
 
 /// A message and what became of it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct MessageRecord {
     /// wasup's id.
     pub message_id: String,
@@ -117,7 +117,7 @@ pub struct MessageRecord {
 }
 
 /// Counters for `/health` and metrics.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct DispatchStats {
     /// Sends running now.
     pub active: usize,

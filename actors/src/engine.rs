@@ -22,7 +22,7 @@ use crate::messages::SessionId;
 pub const ENGINE_EVENT_BACKLOG: usize = 64;
 
 /// Why a connection closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DisconnectReason {
     /// The phone logged the session out (or it was logged out through wasup): terminal.

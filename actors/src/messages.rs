@@ -40,7 +40,7 @@ impl Lane {
 }
 
 /// `estado_qr` as Laravel knows it (SPEC §2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EstadoQr {
     /// A QR is shown, waiting for a scan.

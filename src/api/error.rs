@@ -1,7 +1,7 @@
 //! API errors: every failure answers JSON `{"error": "...", "code": "..."}` with its status.
 
+use super::schema::ErrorBody;
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
-use serde_json::json;
 use wasup_actors::{registry::RegistryError, session::SessionError};
 
 /// What an API call can fail with.
@@ -41,7 +41,7 @@ impl ApiError {
             ApiError::Registry(RegistryError::AlreadyExists(_)) => "already_exists",
             ApiError::Registry(RegistryError::AtCapacity { .. }) => "at_capacity",
             ApiError::Registry(RegistryError::ShuttingDown) => "shutting_down",
-            ApiError::Registry(RegistryError::Unavailable(_)) => "session_unavailable",
+            ApiError::Registry(RegistryError::Unavailable(_)) => "session_restarting",
             ApiError::Registry(RegistryError::Session(SessionError::Closing)) => "session_closing",
             ApiError::Registry(RegistryError::Session(SessionError::NotConnected(_))) => {
                 "not_connected"
@@ -65,14 +65,12 @@ impl ResponseError for ApiError {
             | ApiError::NoRoute(_)
             | ApiError::NoQr(_)
             | ApiError::NoMessage(_) => StatusCode::NOT_FOUND,
-            ApiError::Registry(RegistryError::AlreadyExists(_) | RegistryError::Session(_)) => {
-                StatusCode::CONFLICT
-            }
             ApiError::Registry(
-                RegistryError::AtCapacity { .. }
-                | RegistryError::ShuttingDown
+                RegistryError::AlreadyExists(_)
+                | RegistryError::Session(_)
                 | RegistryError::Unavailable(_),
-            )
+            ) => StatusCode::CONFLICT,
+            ApiError::Registry(RegistryError::AtCapacity { .. } | RegistryError::ShuttingDown)
             | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,10 +79,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({
-            "error": self.to_string(),
-            "code": self.code(),
-        }))
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: self.to_string(),
+            code: self.code().into(),
+        })
     }
 }
 

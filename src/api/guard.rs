@@ -16,8 +16,9 @@ use actix_web::{
     middleware::Next,
     web,
 };
-use serde_json::json;
 use subtle::ConstantTimeEq;
+
+use super::schema::ErrorBody;
 
 /// Paths that need neither a key nor a rate-limit token.
 const OPEN_PATHS: [&str; 1] = ["/health"];
@@ -89,7 +90,10 @@ pub async fn guard(
         let seconds = wait.as_secs().max(1);
         let response = HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, seconds.to_string()))
-            .json(json!({"error": format!("rate limit exceeded; retry in {seconds} s"), "code": "rate_limited"}));
+            .json(ErrorBody {
+                error: format!("rate limit exceeded; retry in {seconds} s"),
+                code: "rate_limited".into(),
+            });
         return Ok(request.into_response(response).map_into_right_body());
     }
     if !guard.api_key.is_empty() {
@@ -99,9 +103,10 @@ pub async fn guard(
             .map(|value| value.as_bytes())
             .unwrap_or_default();
         if !bool::from(given.ct_eq(guard.api_key.as_bytes())) {
-            let response = HttpResponse::Unauthorized().json(
-                json!({"error": "missing or wrong X-Api-Key header", "code": "unauthorized"}),
-            );
+            let response = HttpResponse::Unauthorized().json(ErrorBody {
+                error: "missing or wrong X-Api-Key header".into(),
+                code: "unauthorized".into(),
+            });
             return Ok(request.into_response(response).map_into_right_body());
         }
     }

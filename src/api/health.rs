@@ -8,9 +8,15 @@ use wasup_actors::{
     sink::GetSinkStats,
 };
 
-use super::{ApiError, AppState};
+#[allow(unused_imports)]
+use super::schema::ErrorBody;
+use super::{
+    ApiError, AppState,
+    schema::{HealthReport, LaneFigures, QueueFigures},
+};
 use crate::telemetry::Snapshot;
 
+#[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, description = "Healthy or degraded", body = HealthReport), (status = 503, description = "Shutting down", body = HealthReport)))]
 /// `GET /health`: `ok`, `degraded` (breaker not closed, or Redis down) or `shutting_down` (503).
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (sessions, batch, breaker, messages) = futures_util::try_join!(
@@ -31,22 +37,30 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     } else {
         "ok"
     };
-    let body = json!({
-        "status": status,
-        "timestamp": unix_millis(),
-        "uptimeSeconds": state.started_at.elapsed().as_secs(),
-        "engine": state.config.engine.kind,
-        "activeSessions": sessions.active,
-        "sessions": sessions,
-        "queues": {
-            "qr": { "pending": batch.qr.pending, "inFlight": batch.qr.in_flight, "blockedForMs": batch.qr.blocked_for_ms },
-            "status": { "pending": batch.status.pending, "inFlight": batch.status.in_flight, "blockedForMs": batch.status.blocked_for_ms },
-            "messageQueue": messages,
+    let lane = |stats: &wasup_actors::batch::LaneStats| LaneFigures {
+        pending: stats.pending,
+        in_flight: stats.in_flight,
+        blocked_for_ms: stats.blocked_for_ms,
+    };
+    let body = HealthReport {
+        status: status.into(),
+        timestamp: unix_millis(),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+        engine: format!("{:?}", state.config.engine.kind).to_lowercase(),
+        active_sessions: sessions.active,
+        queues: QueueFigures {
+            qr: lane(&batch.qr),
+            status: lane(&batch.status),
+            message_queue: messages,
         },
-        "circuitBreaker": breaker,
-        "redis": redis,
-        "outbox": batch.outbox,
-    });
+        sessions,
+        circuit_breaker: breaker,
+        redis: redis.into(),
+        outbox: batch
+            .outbox
+            .as_ref()
+            .and_then(|outbox| serde_json::to_value(outbox).ok()),
+    };
     Ok(if status == "shutting_down" {
         HttpResponse::ServiceUnavailable().json(body)
     } else {
@@ -54,6 +68,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     })
 }
 
+#[utoipa::path(get, path = "/metrics/batch", tag = "metrics", responses((status = 200, description = "Lanes, batches, sink figures", body = Object), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody)))]
 /// `GET /metrics/batch`: per-lane counters, batch sizes, last flush times, and the sink's figures.
 pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (batch, sink) = futures_util::try_join!(
@@ -69,6 +84,7 @@ pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
     })))
 }
 
+#[utoipa::path(get, path = "/metrics/cache", tag = "metrics", responses((status = 200, description = "Cache tiers, key counts, Redis health", body = Object), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody)))]
 /// `GET /metrics/cache`: key counts by kind, tier hits, Redis latency and errors.
 pub async fn cache_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(
@@ -79,6 +95,7 @@ pub async fn cache_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
     ))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody)))]
 /// `GET /metrics`: Prometheus text format.
 pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (registry, batch, sink, breaker, cache, messages) = futures_util::try_join!(

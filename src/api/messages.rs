@@ -8,21 +8,27 @@ use wasup_actors::{
     registry::LookupSession,
 };
 
+#[allow(unused_imports)]
+use super::schema::ErrorBody;
 use super::{ApiError, AppState};
+use wasup_actors::dispatch::MessageRecord;
 
 /// Longest text accepted (WhatsApp's own limit is 65,536 characters).
 const MAX_TEXT_CHARS: usize = 65_536;
 
 /// `POST /sessions/{id}/messages` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// Recipient: digits with country code (a leading `+` is allowed).
+    #[schema(pattern = r"^\+?[0-9]{5,20}$")]
     to: String,
-    /// The text.
+    /// The text (not only spaces).
+    #[schema(pattern = r"\S", max_length = 65536)]
     text: String,
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/messages", tag = "messages", params(("id" = String, Path, description = "Session id")), request_body = SendRequest, responses((status = 202, description = "Queued", body = MessageRecord), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Restarting after a crash", body = ErrorBody), (status = 503, description = "Queue full", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/messages {"to","text"}`: 202 with the message's record (`message_id`, `state`).
 pub async fn send(
     state: web::Data<AppState>,
@@ -60,6 +66,7 @@ pub async fn send(
     Ok(HttpResponse::Accepted().json(record))
 }
 
+#[utoipa::path(get, path = "/sessions/{id}/messages/{message_id}", tag = "messages", params(("id" = String, Path, description = "Session id"), ("message_id" = String, Path, description = "Message id")), responses((status = 200, description = "State, attempts, last error", body = MessageRecord), (status = 404, description = "No such message for this session", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `GET /sessions/{id}/messages/{mid}`: the message's state, attempts and last error.
 pub async fn status(
     state: web::Data<AppState>,

@@ -4,7 +4,9 @@ mod error;
 mod guard;
 mod health;
 mod messages;
+pub mod openapi;
 mod qr;
+pub mod schema;
 mod sessions;
 mod simulate;
 
@@ -69,6 +71,7 @@ pub fn configure(
                     .error_handler(|error, _| ApiError::BadRequest(error.to_string()).into()),
             )
             .service(resource("/health").route(web::get().to(health::health)))
+            .service(resource("/openapi.json").route(web::get().to(openapi_json)))
             .service(resource("/metrics/batch").route(web::get().to(health::batch_metrics)))
             .service(resource("/metrics/cache").route(web::get().to(health::cache_metrics)))
             .service(resource("/metrics").route(web::get().to(health::prometheus_metrics)))
@@ -132,6 +135,13 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::MethodNotAllowed)
     }))
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 document.
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(openapi::document())
 }
 
 async fn no_route(request: HttpRequest) -> Result<HttpResponse, ApiError> {

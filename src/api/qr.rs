@@ -3,15 +3,20 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::Deserialize;
-use serde_json::json;
 use wasup_actors::{
     qr_image::{qr_data_url, qr_png},
     registry::LookupSession,
     session::{CurrentQr, RequestPairCode},
 };
 
-use super::{ApiError, AppState};
+#[allow(unused_imports)]
+use super::schema::ErrorBody;
+use super::{
+    ApiError, AppState,
+    schema::{PairCodeAnswer, QrAnswer},
+};
 
+#[utoipa::path(get, path = "/sessions/{id}/qr", tag = "pairing", params(("id" = String, Path, description = "Session id")), responses((status = 200, description = "The QR shown now (JSON, or PNG with Accept: image/png)", content((QrAnswer = "application/json"), (Vec<u8> = "image/png"))), (status = 404, description = "No such session, or no QR now (connected)", body = ErrorBody), (status = 409, description = "Restarting after a crash", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `GET /sessions/{id}/qr`: `image/png` when the client accepts it (and not JSON), else
 /// `{"session_id","qr","raw","expires_in"}`. 404 `no_qr` when the session shows none (connected).
 pub async fn current_qr(
@@ -28,7 +33,8 @@ pub async fn current_qr(
         .await??;
     let qr = session
         .send(CurrentQr)
-        .await?
+        .await
+        .map_err(|_| restarting(&session_id))?
         .ok_or_else(|| ApiError::NoQr(session_id.clone()))?;
     let render_error =
         |error: wasup_actors::qr_image::QrImageError| ApiError::Unavailable(error.to_string());
@@ -42,12 +48,19 @@ pub async fn current_qr(
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({
-            "session_id": session_id,
-            "qr": qr_data_url(&qr.raw).map_err(render_error)?,
-            "raw": qr.raw,
-            "expires_in": expires_in,
-        })))
+        .json(QrAnswer {
+            session_id,
+            qr: qr_data_url(&qr.raw).map_err(render_error)?,
+            raw: qr.raw,
+            expires_in,
+        }))
+}
+
+/// A session actor that died between the look-up and the call: it is restarting (409).
+fn restarting(session_id: &str) -> ApiError {
+    ApiError::Registry(wasup_actors::registry::RegistryError::Unavailable(
+        session_id.to_string(),
+    ))
 }
 
 /// Whether `Accept` prefers a PNG: it names `image/png` (or `image/*`) and not JSON.
@@ -62,13 +75,15 @@ fn wants_png(request: &HttpRequest) -> bool {
 }
 
 /// `POST /sessions/{id}/pair-code` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairCodeRequest {
     /// The phone to pair: digits with country code (a leading `+` is allowed).
+    #[schema(pattern = r"^\+?[0-9]{8,15}$")]
     phone: String,
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/pair-code", tag = "pairing", params(("id" = String, Path, description = "Session id")), request_body = PairCodeRequest, responses((status = 200, description = "A code to type on the phone", body = PairCodeAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "The engine refused (already paired), or restarting", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/pair-code {"phone":"..."}`: a code to type on the phone instead of scanning.
 pub async fn pair_code(
     state: web::Data<AppState>,
@@ -91,7 +106,8 @@ pub async fn pair_code(
         .await??;
     let code = session
         .send(RequestPairCode { phone })
-        .await?
+        .await
+        .map_err(|_| restarting(&session_id))?
         .map_err(wasup_actors::registry::RegistryError::from)?;
-    Ok(HttpResponse::Ok().json(json!({ "session_id": session_id, "code": code })))
+    Ok(HttpResponse::Ok().json(PairCodeAnswer { session_id, code }))
 }

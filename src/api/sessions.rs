@@ -2,18 +2,23 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
 use wasup_actors::registry::{
     CleanupNotConnected, CleanupPending, InspectSession, ListSessions, RemoveSession, StartSession,
 };
 
-use super::{ApiError, AppState};
+#[allow(unused_imports)]
+use super::schema::ErrorBody;
+use super::{
+    ApiError, AppState,
+    schema::{CleanupAnswer, RemovedAnswer},
+};
+use wasup_actors::registry::{SessionList, SessionReport, SessionStarted};
 
 /// Longest session id a client may choose.
 const MAX_SESSION_ID_LEN: usize = 64;
 
 /// `POST /start` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The Laravel user owning the session.
@@ -31,6 +36,7 @@ fn valid_session_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+#[utoipa::path(post, path = "/start", tag = "sessions", request_body = StartRequest, responses((status = 201, description = "Created; its QR follows", body = SessionStarted), (status = 409, description = "The chosen id exists", body = ErrorBody), (status = 503, description = "At capacity or shutting down", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /start`: creates a session; 201 with its id and first status.
 pub async fn start(
     state: web::Data<AppState>,
@@ -57,11 +63,13 @@ pub async fn start(
     Ok(HttpResponse::Created().json(started))
 }
 
+#[utoipa::path(get, path = "/sessions", tag = "sessions", responses((status = 200, description = "Every session; those never connected apart", body = SessionList), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `GET /sessions`: `sessions`, `pendingSessions`, `pendingCount`.
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.registry.send(ListSessions).await?))
 }
 
+#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "Session id")), responses((status = 200, description = "Supervision facts and the actor's own view", body = SessionReport), (status = 404, description = "No such session", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `GET /sessions/{id}`: the per-session actor inspection.
 pub async fn inspect(
     state: web::Data<AppState>,
@@ -77,14 +85,16 @@ pub async fn inspect(
 }
 
 /// `DELETE /sessions/{id}` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
     /// Log out of WhatsApp too.
     #[serde(default)]
     logout: bool,
 }
 
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "Session id"), RemoveQuery), responses((status = 200, description = "Stopped and forgotten; inactive reported", body = RemovedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `DELETE /sessions/{id}[?logout=true]`: stops and forgets the session, reporting `inactive`.
 pub async fn remove(
     state: web::Data<AppState>,
@@ -99,20 +109,25 @@ pub async fn remove(
             logout: query.logout,
         })
         .await??;
-    Ok(HttpResponse::Ok()
-        .json(json!({ "session_id": session_id, "status": "inactive", "removed": true })))
+    Ok(HttpResponse::Ok().json(RemovedAnswer {
+        session_id,
+        status: "inactive".into(),
+        removed: true,
+    }))
 }
 
+#[utoipa::path(post, path = "/cleanup-pending-sessions", tag = "sessions", responses((status = 200, description = "Never-scanned sessions past the pending timeout removed", body = CleanupAnswer), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /cleanup-pending-sessions`: removes never-scanned sessions past the pending timeout.
 pub async fn cleanup_pending(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let removed = state.registry.send(CleanupPending).await?;
-    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+    Ok(HttpResponse::Ok().json(CleanupAnswer { removed }))
 }
 
+#[utoipa::path(post, path = "/cleanup-inactive-sessions", tag = "sessions", responses((status = 200, description = "Sessions that lost their connection removed", body = CleanupAnswer), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /cleanup-inactive-sessions`: removes sessions that lost their connection a sweep interval ago.
 pub async fn cleanup_inactive(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let removed = state.registry.send(CleanupNotConnected).await?;
-    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+    Ok(HttpResponse::Ok().json(CleanupAnswer { removed }))
 }
 
 #[cfg(test)]

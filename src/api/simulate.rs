@@ -3,14 +3,15 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
 use wasup_actors::{
     engine::{DisconnectReason, SimulatedAction},
     registry::SimulateSession,
     session::SimulateCommand,
 };
 
-use super::{ApiError, AppState};
+#[allow(unused_imports)]
+use super::schema::ErrorBody;
+use super::{ApiError, AppState, schema::AcceptedAnswer};
 
 async fn apply(
     state: &AppState,
@@ -24,9 +25,13 @@ async fn apply(
             command,
         })
         .await??;
-    Ok(HttpResponse::Accepted().json(json!({ "session_id": session_id, "accepted": true })))
+    Ok(HttpResponse::Accepted().json(AcceptedAnswer {
+        session_id,
+        accepted: true,
+    }))
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/simulate/scan", tag = "simulate", params(("id" = String, Path, description = "Session id")), responses((status = 202, description = "A phone scans the QR", body = AcceptedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Refused (closing, restarting, or the connection is down)", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/simulate/scan`: a phone scans the current QR.
 pub async fn scan(
     state: web::Data<AppState>,
@@ -41,13 +46,14 @@ pub async fn scan(
 }
 
 /// `POST /sessions/{id}/simulate/disconnect` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectRequest {
     /// `logged_out`, `connection_lost`, `connection_replaced`, `restart_required` or `timed_out`.
     reason: DisconnectReason,
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/simulate/disconnect", tag = "simulate", params(("id" = String, Path, description = "Session id")), request_body = DisconnectRequest, responses((status = 202, description = "The connection closes", body = AcceptedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Refused (closing or restarting)", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/simulate/disconnect {"reason":"..."}`: the connection closes.
 pub async fn disconnect(
     state: web::Data<AppState>,
@@ -62,6 +68,7 @@ pub async fn disconnect(
     .await
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/simulate/crash", tag = "simulate", params(("id" = String, Path, description = "Session id")), responses((status = 202, description = "The session actor panics; the registry restarts it", body = AcceptedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Restarting after a crash", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/simulate/crash`: the session actor panics; the registry restarts it.
 pub async fn crash(
     state: web::Data<AppState>,
@@ -71,13 +78,14 @@ pub async fn crash(
 }
 
 /// `POST /sessions/{id}/simulate/fail-messages` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailMessagesRequest {
     /// How many of the next text messages fail.
     count: u32,
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/simulate/fail-messages", tag = "simulate", params(("id" = String, Path, description = "Session id")), request_body = FailMessagesRequest, responses((status = 202, description = "The next sends fail", body = AcceptedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Restarting after a crash", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/simulate/fail-messages {"count":N}`: the next N sends fail.
 pub async fn fail_messages(
     state: web::Data<AppState>,

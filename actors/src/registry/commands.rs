@@ -30,7 +30,7 @@ pub struct StartSession {
 }
 
 /// Answer to [`StartSession`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionStarted {
     /// The session's id.
     pub session_id: SessionId,
@@ -74,7 +74,7 @@ impl Handler<StartSession> for SessionRegistry {
 pub struct ListSessions;
 
 /// Answer to [`ListSessions`], in the seeds' shape.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionList {
     /// Every session.
@@ -122,7 +122,7 @@ pub struct InspectSession {
 }
 
 /// Supervision facts plus the actor's own view.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionReport {
     /// The session.
     pub session_id: SessionId,
@@ -320,7 +320,7 @@ impl Handler<StopAllSessions> for SessionRegistry {
 }
 
 /// Registry figures for `/health` and metrics.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RegistryStats {
     /// Sessions owned.
     pub total: usize,

@@ -148,7 +148,7 @@ impl SessionEntry {
 }
 
 /// A session in `GET /sessions`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionSummary {
     /// The session.
     pub session_id: String,

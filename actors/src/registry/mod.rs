@@ -57,7 +57,7 @@ pub enum RegistryError {
     #[error("wasup is shutting down")]
     ShuttingDown,
     /// The session is restarting after a crash or did not answer in time.
-    #[error("session {0} is not answering (restarting?)")]
+    #[error("session {0} is restarting after a crash; try again shortly")]
     Unavailable(SessionId),
     /// The session refused the command.
     #[error(transparent)]

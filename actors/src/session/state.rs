@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// Where a session is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
     /// The engine is opening its first connection; no QR yet.
@@ -38,7 +38,7 @@ impl SessionState {
 }
 
 /// What a session actor says about itself (`GET /sessions/{id}`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ActorInspection {
     /// Lifecycle state.
     pub state: SessionState,

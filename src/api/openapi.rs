@@ -1,0 +1,46 @@
+//! The OpenAPI 3 document of the REST API, generated from the handlers' annotations
+//! (`GET /openapi.json`; `docs/openapi.json` is the checked-in copy, kept equal by a test).
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{ApiKey, ApiKeyValue, SecurityScheme},
+};
+
+use super::{health, messages, qr, schema, sessions, simulate};
+
+/// Adds the `X-Api-Key` security scheme, required by every call that does not opt out.
+struct ApiKeyScheme;
+
+impl Modify for ApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+        );
+    }
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wasup", description = "WhatsApp session supervisor: REST control API."),
+    paths(
+        health::health, health::batch_metrics, health::cache_metrics, health::prometheus_metrics,
+        sessions::start, sessions::list, sessions::inspect, sessions::remove,
+        sessions::cleanup_pending, sessions::cleanup_inactive,
+        qr::current_qr, qr::pair_code, messages::send, messages::status,
+        simulate::scan, simulate::disconnect, simulate::crash, simulate::fail_messages,
+    ),
+    components(schemas(schema::ErrorBody)),
+    modifiers(&ApiKeyScheme),
+    security(("api_key" = [])),
+)]
+pub struct ApiDoc;
+
+/// The document as pretty JSON, with a trailing newline (as checked in).
+pub fn document() -> String {
+    let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    json.push('\n');
+    json
+}
