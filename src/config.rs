@@ -44,6 +44,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Outgoing text messages.
     pub messages: MessagesConfig,
+    /// This node's name in inspection and logs; empty means the host name.
+    pub node_id: String,
 }
 
 /// The `[http]` settings.
@@ -111,6 +113,19 @@ impl Default for LogConfig {
 }
 
 impl Config {
+    /// `node_id`, or the host name when it is empty.
+    pub fn node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "wasup".into())
+    }
+
     /// Checks every section.
     pub fn validate(&self) -> Result<(), String> {
         let Ok(listen) = self.http.listen.parse::<std::net::SocketAddr>() else {

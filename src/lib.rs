@@ -118,6 +118,7 @@ impl Wasup {
             batch: batch.clone(),
             cache: Some(cache.clone()),
             store,
+            node_id: config.node_id(),
         };
         let registry = SessionRegistry::new(config.sessions.clone(), links, log.clone()).start();
         let dispatcher =

@@ -23,6 +23,11 @@ async fn a_scan_connects_and_a_logout_reports_inactive_and_removes_the_session()
     assert_eq!(inspection["state"], "active");
     assert!(inspection["actor"]["phone"].is_string());
     assert!(inspection["actor"]["connected_for_ms"].is_u64());
+    assert!(
+        inspection["node"]
+            .as_str()
+            .is_some_and(|node| !node.is_empty())
+    );
     let (_, sessions) = wasup.get("/sessions").await;
     assert_eq!(sessions["pendingCount"], 0);
     assert_eq!(wasup.get("/health").await.1["activeSessions"], 1);

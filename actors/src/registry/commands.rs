@@ -144,6 +144,8 @@ pub struct SessionReport {
     pub last_crash: Option<String>,
     /// Renewals after max lifetime.
     pub renewals: u32,
+    /// The node that owns the session (several nodes can share one Redis).
+    pub node: String,
     /// Whether the actor answered.
     pub responsive: bool,
     /// The actor's own view, when it answered.
@@ -169,6 +171,7 @@ impl Handler<InspectSession> for SessionRegistry {
             restarts: entry.restarts,
             last_crash: entry.last_crash.clone(),
             renewals: entry.renewals,
+            node: self.node_id.clone(),
             responsive: false,
             actor: None,
         };

@@ -76,6 +76,8 @@ pub struct RegistryLinks {
     pub cache: Option<CacheHandle>,
     /// Durable session records, when Redis is enabled.
     pub store: Option<SessionStore>,
+    /// This node's name, shown as each session's owner.
+    pub node_id: String,
 }
 
 /// The registry actor.
@@ -94,6 +96,8 @@ pub struct SessionRegistry {
     store: Option<SessionStore>,
     /// Every session this node owns.
     sessions: HashMap<SessionId, SessionEntry>,
+    /// This node's name.
+    node_id: String,
     /// False once shutdown began.
     accepting: bool,
     /// Crashes seen since start.
@@ -112,6 +116,7 @@ impl SessionRegistry {
             batch: links.batch,
             cache: links.cache,
             store: links.store,
+            node_id: links.node_id,
             sessions: HashMap::new(),
             accepting: true,
             crashes: 0,
