@@ -268,8 +268,5 @@ async fn is_session_active_asks_memory_then_redis_then_laravel_and_fails_safe() 
     actix_rt::time::sleep(Duration::from_millis(1600)).await;
     wasup.disconnect(&session_id, "connection_lost").await;
     laravel.wait_status(&session_id, "inactive").await;
-    wait_until("removed", PATIENCE, || async {
-        wasup.inspect(&session_id).await["code"] == "not_found"
-    })
-    .await;
+    wasup.wait_removed(&session_id).await;
 }

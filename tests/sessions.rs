@@ -34,10 +34,7 @@ async fn a_scan_connects_and_a_logout_reports_inactive_and_removes_the_session()
 
     wasup.disconnect(&session_id, "logged_out").await;
     laravel.wait_status(&session_id, "inactive").await;
-    wait_until("removed", PATIENCE, || async {
-        wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
-    })
-    .await;
+    wasup.wait_removed(&session_id).await;
     assert_eq!(
         laravel.statuses_received(&session_id),
         vec!["pending", "active", "inactive"]
@@ -185,10 +182,7 @@ async fn a_session_crashing_over_and_over_is_given_up_as_inactive() {
             .await;
         }
     }
-    wait_until("given up", PATIENCE, || async {
-        wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
-    })
-    .await;
+    wasup.wait_removed(&session_id).await;
     laravel.wait_status(&session_id, "inactive").await;
 }
 
@@ -361,10 +355,7 @@ async fn an_idle_session_is_removed_as_inactive() {
     wasup.scan(&session_id).await;
     laravel.wait_status(&session_id, "active").await;
     laravel.wait_status(&session_id, "inactive").await;
-    wait_until("removed", PATIENCE, || async {
-        wasup.get(&format!("/sessions/{session_id}")).await.0 == 404
-    })
-    .await;
+    wasup.wait_removed(&session_id).await;
 }
 
 #[actix_rt::test]

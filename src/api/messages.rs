@@ -3,14 +3,11 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use wasup_actors::{
-    dispatch::{GetMessage, QueueMessage},
-    registry::LookupSession,
-};
+use wasup_actors::dispatch::{GetMessage, QueueMessage};
 
 #[allow(unused_imports)]
 use super::schema::ErrorBody;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, phone_digits, session_actor};
 use wasup_actors::dispatch::MessageRecord;
 
 /// Longest text accepted (WhatsApp's own limit is 65,536 characters).
@@ -36,24 +33,16 @@ pub async fn send(
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let SendRequest { to, text } = body.into_inner();
-    let to = to.strip_prefix('+').unwrap_or(&to).to_string();
-    if !(5..=20).contains(&to.len()) || !to.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(ApiError::BadRequest(
-            "to must be 5 to 20 digits with country code".into(),
-        ));
-    }
+    let to = phone_digits(&to, 5, 20).ok_or_else(|| {
+        ApiError::BadRequest("to must be 5 to 20 digits with country code".into())
+    })?;
     if text.trim().is_empty() || text.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::BadRequest(format!(
             "text must be 1 to {MAX_TEXT_CHARS} characters"
         )));
     }
     let session_id = id.into_inner();
-    state
-        .registry
-        .send(LookupSession {
-            session_id: session_id.clone(),
-        })
-        .await??;
+    session_actor(&state, &session_id).await?;
     let record = state
         .dispatcher
         .send(QueueMessage {

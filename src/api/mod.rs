@@ -16,7 +16,8 @@ use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use wasup_actors::{
     batch::BatchActor, breaker::CircuitBreaker, cache::CacheActor, dispatch::MessageDispatcher,
-    registry::SessionRegistry, sink::LaravelSink, store::RedisHealth,
+    registry::LookupSession, registry::SessionRegistry, session::SessionActor, sink::LaravelSink,
+    store::RedisHealth,
 };
 
 pub use error::ApiError;
@@ -115,6 +116,21 @@ pub fn configure(
         }
         cfg.default_service(web::to(no_route));
     }
+}
+
+/// The actor of a session, or 404 / 409 (restarting).
+async fn session_actor(state: &AppState, session_id: &str) -> Result<Addr<SessionActor>, ApiError> {
+    let lookup = LookupSession {
+        session_id: session_id.to_string(),
+    };
+    Ok(state.registry.send(lookup).await??)
+}
+
+/// A phone number as digits: an optional leading `+` dropped, `min` to `max` digits, else `None`.
+fn phone_digits(value: &str, min: usize, max: usize) -> Option<String> {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    ((min..=max).contains(&digits.len()) && digits.bytes().all(|byte| byte.is_ascii_digit()))
+        .then(|| digits.to_string())
 }
 
 /// A JSON body problem as an API error: 413 when too large, 400 otherwise.

@@ -5,15 +5,15 @@ use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::Deserialize;
 use wasup_actors::{
     qr_image::{qr_data_url, qr_png},
-    registry::LookupSession,
     session::{CurrentQr, RequestPairCode},
 };
 
 #[allow(unused_imports)]
 use super::schema::ErrorBody;
 use super::{
-    ApiError, AppState,
+    ApiError, AppState, phone_digits,
     schema::{PairCodeAnswer, QrAnswer},
+    session_actor,
 };
 
 #[utoipa::path(get, path = "/sessions/{id}/qr", tag = "pairing", params(("id" = String, Path, description = "Session id")), responses((status = 200, description = "The QR shown now (JSON, or PNG with Accept: image/png)", content((QrAnswer = "application/json"), (Vec<u8> = "image/png"))), (status = 404, description = "No such session, or no QR now (connected)", body = ErrorBody), (status = 409, description = "Restarting after a crash", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
@@ -25,12 +25,7 @@ pub async fn current_qr(
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let session_id = id.into_inner();
-    let session = state
-        .registry
-        .send(LookupSession {
-            session_id: session_id.clone(),
-        })
-        .await??;
+    let session = session_actor(&state, &session_id).await?;
     let qr = session
         .send(CurrentQr)
         .await
@@ -90,20 +85,11 @@ pub async fn pair_code(
     id: web::Path<String>,
     body: web::Json<PairCodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let phone = body.into_inner().phone;
-    let phone = phone.strip_prefix('+').unwrap_or(&phone).to_string();
-    if !(8..=15).contains(&phone.len()) || !phone.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(ApiError::BadRequest(
-            "phone must be 8 to 15 digits with country code".into(),
-        ));
-    }
+    let phone = phone_digits(&body.into_inner().phone, 8, 15).ok_or_else(|| {
+        ApiError::BadRequest("phone must be 8 to 15 digits with country code".into())
+    })?;
     let session_id = id.into_inner();
-    let session = state
-        .registry
-        .send(LookupSession {
-            session_id: session_id.clone(),
-        })
-        .await??;
+    let session = session_actor(&state, &session_id).await?;
     let code = session
         .send(RequestPairCode { phone })
         .await

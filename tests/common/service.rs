@@ -196,6 +196,15 @@ impl TestWasup {
         self.get(&format!("/sessions/{session_id}")).await.1
     }
 
+    /// Waits until the session is gone (404).
+    pub async fn wait_removed(&self, session_id: &str) {
+        let what = format!("session {session_id} removed");
+        super::wait_until(&what, super::PATIENCE, || async {
+            self.get(&format!("/sessions/{session_id}")).await.0 == 404
+        })
+        .await;
+    }
+
     /// `GET /metrics/batch`.
     pub async fn batch_metrics(&self) -> Value {
         self.get("/metrics/batch").await.1
