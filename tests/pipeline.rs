@@ -511,3 +511,35 @@ async fn a_batch_laravel_finds_too_large_is_split_until_it_fits() {
     assert!(laravel.qr_of(&lonely).is_none());
     assert_lane_accounting(&wasup.batch_metrics().await);
 }
+
+#[actix_rt::test]
+async fn single_item_calls_use_the_legacy_endpoints() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.laravel.single_item_calls = true;
+    let wasup = TestWasup::start(config).await;
+    let sessions = [wasup.start_session(1).await, wasup.start_session(2).await];
+    for id in &sessions {
+        laravel.wait_qr(id).await;
+        laravel.wait_status(id, "pending").await;
+    }
+    let requests = laravel.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|request| request.path == "/api/qr" || request.path == "/api/whatsapp/status"),
+        "legacy paths only"
+    );
+    assert_eq!(
+        laravel.requests_to("/api/qr").len(),
+        2,
+        "one request per item"
+    );
+    let body = &laravel.requests_to("/api/qr")[0].body;
+    assert!(
+        body["qr"]
+            .as_str()
+            .is_some_and(|qr| qr.starts_with("data:image/png"))
+            && body["session_id"].is_string()
+    );
+}

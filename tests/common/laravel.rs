@@ -50,12 +50,12 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// The items of a batch body (`qrs` or `statuses`).
+    /// The items of a batch body (`qrs` or `statuses`), or the one item of a legacy call.
     pub fn items(&self) -> Vec<Value> {
         ["qrs", "statuses"]
             .iter()
             .find_map(|key| self.body.get(*key).and_then(Value::as_array).cloned())
-            .unwrap_or_default()
+            .unwrap_or_else(|| vec![self.body.clone()])
     }
 }
 
@@ -102,6 +102,8 @@ impl Laravel {
                 .route("/api/qr/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/{id}", web::get().to(status_of))
+                .route("/api/qr", web::post().to(batch))
+                .route("/api/whatsapp/status", web::post().to(batch))
         })
         .workers(1)
         .disable_signals()
@@ -242,7 +244,7 @@ async fn batch(
     };
     let items = recorded.items();
     let store = |items: &[Value]| {
-        let table = if recorded.path.ends_with("/qr/batch") {
+        let table = if recorded.path.ends_with("/qr/batch") || recorded.path.ends_with("/qr") {
             &state.qrs
         } else {
             &state.statuses

@@ -13,7 +13,7 @@ use slog::{Logger, debug, warn};
 
 use super::{
     SinkConfig,
-    request::{AttemptResult, batch_body, classify, lane_path, parse_retry_after, signature},
+    request::{AttemptResult, classify, parse_retry_after, request_for, signature},
     retry::backoff_delay,
 };
 use crate::{
@@ -201,7 +201,11 @@ impl Delivery {
     /// single items, so one oversized item cannot hold the others back.
     async fn run(self, Deliver { lane, items }: Deliver) -> DeliveryOutcome {
         let mut outcome = DeliveryOutcome::default();
-        let mut chunks = vec![items];
+        let mut chunks = if self.config.single_item_calls {
+            items.into_iter().rev().map(|item| vec![item]).collect()
+        } else {
+            vec![items]
+        };
         while let Some(chunk) = chunks.pop() {
             if outcome.retry_after.is_some() {
                 // An earlier part was deferred (breaker open, retries used up): the rest waits too.
@@ -227,7 +231,8 @@ impl Delivery {
 
     async fn deliver_chunk(&self, lane: Lane, items: Vec<OutboundItem>) -> Chunk {
         let idempotency_key = uuid::Uuid::new_v4().to_string();
-        let body = match serde_json::to_vec(&batch_body(lane, &items)) {
+        let (path, body) = request_for(lane, &items, self.config.single_item_calls);
+        let body = match serde_json::to_vec(&body) {
             Ok(body) => body,
             Err(error) => {
                 warn!(self.log, "Batch could not be serialised; dead-lettered."; "lane" => lane.name(), "error" => %error);
@@ -237,7 +242,7 @@ impl Delivery {
                 });
             }
         };
-        let url = self.config.url(lane_path(lane));
+        let url = self.config.url(path);
         let mut attempt = 0u32;
         loop {
             match self.breaker.send(AcquirePermit).await {

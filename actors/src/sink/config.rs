@@ -12,6 +12,9 @@ pub struct SinkConfig {
     pub base_url: String,
     /// Bearer token sent as `Authorization: Bearer ...`; empty sends none.
     pub token: String,
+    /// Send each item on its own to the legacy `POST /qr` / `POST /whatsapp/status` instead of
+    /// batches (for a Laravel without the batch endpoints, and the benchmark's naive mode).
+    pub single_item_calls: bool,
     /// Shared secret for `X-Wasup-Signature` (HMAC-SHA256 of `"{timestamp}.{body}"`); empty signs nothing.
     pub signing_secret: String,
     /// Whole-request timeout.
@@ -41,6 +44,7 @@ impl Default for SinkConfig {
             base_url: "http://127.0.0.1:8000/api".into(),
             token: String::new(),
             signing_secret: String::new(),
+            single_item_calls: false,
             timeout: Duration::from_secs(45),
             retries: 5,
             backoff_base: Duration::from_secs(3),

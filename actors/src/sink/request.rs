@@ -24,6 +24,27 @@ pub fn batch_body(lane: Lane, items: &[OutboundItem]) -> Value {
     }
 }
 
+/// The legacy single-item endpoint of a lane (`laravel.single_item_calls`).
+pub fn single_item_path(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Qr => "/qr",
+        Lane::Status => "/whatsapp/status",
+    }
+}
+
+/// Path and body of one request carrying `items`: a batch, or with `single_item_calls` the one
+/// item itself on the legacy endpoint.
+pub fn request_for(
+    lane: Lane,
+    items: &[OutboundItem],
+    single_item_calls: bool,
+) -> (&'static str, Value) {
+    match items {
+        [item] if single_item_calls => (single_item_path(lane), json!(item)),
+        _ => (lane_path(lane), batch_body(lane, items)),
+    }
+}
+
 /// How one request attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptResult {
