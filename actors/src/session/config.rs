@@ -31,6 +31,9 @@ pub struct SessionConfig {
     /// Per-session QR forwarding window: the newest QR is held and sent when it ends.
     #[serde(with = "humantime_serde")]
     pub qr_throttle: Duration,
+    /// Report `pending` again with every QR, as the seeds' old service did (benchmark's naive
+    /// mode only: it doubles the traffic).
+    pub status_with_every_qr: bool,
     /// First reconnect delay after a dropped connection; doubles, jittered.
     #[serde(with = "humantime_serde")]
     pub reconnect_base: Duration,
@@ -63,6 +66,7 @@ impl Default for SessionConfig {
             max_lifetime: Duration::from_secs(7 * 24 * 3600),
             housekeeping_interval: Duration::from_secs(60),
             qr_throttle: Duration::from_secs(30),
+            status_with_every_qr: false,
             reconnect_base: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             reconnect_max_attempts: 20,

@@ -77,6 +77,9 @@ impl SessionActor {
                     item: self.item(Payload::Qr { qr }),
                 });
                 self.flush_held(ctx);
+                if self.config.status_with_every_qr {
+                    self.last_status = None;
+                }
                 self.report_status(EstadoQr::Pending, Urgency::Normal, ctx);
             }
             Err(error) => {

@@ -200,12 +200,11 @@ impl Delivery {
     /// Delivers a batch; a batch Laravel finds too large (413) is split in halves, down to
     /// single items, so one oversized item cannot hold the others back.
     async fn run(self, Deliver { lane, items }: Deliver) -> DeliveryOutcome {
+        if self.config.single_item_calls {
+            return self.run_single_items(lane, items).await;
+        }
         let mut outcome = DeliveryOutcome::default();
-        let mut chunks = if self.config.single_item_calls {
-            items.into_iter().rev().map(|item| vec![item]).collect()
-        } else {
-            vec![items]
-        };
+        let mut chunks = vec![items];
         while let Some(chunk) = chunks.pop() {
             if outcome.retry_after.is_some() {
                 // An earlier part was deferred (breaker open, retries used up): the rest waits too.
@@ -223,6 +222,25 @@ impl Delivery {
                     warn!(self.log, "Laravel refused a single item as too large; dead-lettered."; "lane" => lane.name());
                     self.stats.borrow_mut().rejected += 1;
                     outcome.dead_lettered.extend(chunk);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Legacy single-item calls: one request per item, all at once (as an unbatched service
+    /// would send them); an item refused as too large is dead-lettered.
+    async fn run_single_items(&self, lane: Lane, items: Vec<OutboundItem>) -> DeliveryOutcome {
+        let attempts = items
+            .into_iter()
+            .map(|item| self.deliver_chunk(lane, vec![item]));
+        let mut outcome = DeliveryOutcome::default();
+        for chunk in futures_util::future::join_all(attempts).await {
+            match chunk {
+                Chunk::Done(done) => outcome.absorb(done),
+                Chunk::TooLarge(items) => {
+                    self.stats.borrow_mut().rejected += 1;
+                    outcome.dead_lettered.extend(items);
                 }
             }
         }

@@ -1,0 +1,245 @@
+//! `wasup-bench`: measures wasup against the seeds' claims, on this machine, in one run. Prints
+//! a table and writes the figures as JSON. `--quick` runs a one-minute version (CI checks that
+//! it runs and that its JSON is well-formed; speed is never asserted).
+
+mod laravel;
+mod load;
+mod processes;
+mod scenarios;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+/// Benchmarks wasup: seeds' scenario vs naive, latency, scale, control API, recovery.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The one-minute version.
+    #[arg(long)]
+    quick: bool,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/latest.json")]
+    out: PathBuf,
+    /// Only these scenarios (seeds, scale, api, recovery); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match actix_rt::System::new().block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wasup-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
+    let plan = scenarios::Plan { quick: args.quick };
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
+    let started = std::time::Instant::now();
+    let mut results = serde_json::Map::new();
+    if wanted("seeds") {
+        eprintln!(
+            "wasup-bench: 1-2. seeds' scenario (wasup, then naive) with per-item latency ..."
+        );
+        results.insert("seeds".into(), scenarios::seeds(&plan).await?);
+    }
+    if wanted("scale") {
+        eprintln!("wasup-bench: 3. scale ...");
+        results.insert("scale".into(), scenarios::scale(&plan).await?);
+    }
+    if wanted("api") {
+        eprintln!("wasup-bench: 4. control API under wrk ...");
+        results.insert("control_api".into(), scenarios::control_api(&plan).await?);
+    }
+    if wanted("recovery") {
+        eprintln!("wasup-bench: 5. Laravel outage and recovery ...");
+        results.insert("recovery".into(), scenarios::recovery(&plan).await?);
+    }
+    let report = json!({
+        "quick": args.quick,
+        "machine": machine(),
+        "took_seconds": started.elapsed().as_secs_f64(),
+        "results": results,
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    print_table(&report);
+    eprintln!("wasup-bench: figures written to {}", args.out.display());
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .map(|line| line.split(':').nth(1).unwrap_or("").trim().to_string())
+        });
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .next()
+                .map(|line| line.split_whitespace().nth(1).unwrap_or("0").to_string())
+        });
+    json!({
+        "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+        "cpu": cpu,
+        "memory_kib": memory.and_then(|kib| kib.parse::<u64>().ok()),
+        "os": std::env::consts::OS,
+    })
+}
+
+fn print_table(report: &Value) {
+    let results = &report["results"];
+    let row =
+        |label: &str, value: String, target: &str| println!("{label:<58} {value:>16}  {target}");
+    println!("{:<58} {:>16}  target", "measure", "measured");
+    let seeds = &results["seeds"];
+    if !seeds.is_null() {
+        for mode in ["wasup", "naive"] {
+            let run = &seeds["runs"][mode];
+            row(
+                &format!(
+                    "1. {} sessions, {mode}: requests/s to Laravel",
+                    seeds["sessions"]
+                ),
+                format!("{:.2}", run["requests_per_second"].as_f64().unwrap_or(0.0)),
+                "",
+            );
+            row(
+                &format!("1. {mode}: items/s | KiB/s"),
+                format!(
+                    "{:.1} | {:.1}",
+                    run["items_per_second"].as_f64().unwrap_or(0.0),
+                    run["bytes_per_second"].as_f64().unwrap_or(0.0) / 1024.0
+                ),
+                "",
+            );
+        }
+        row(
+            "1. naive / wasup request ratio",
+            format!(
+                "{:.1}x",
+                seeds["naive_to_wasup_request_ratio"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+            ),
+            ">= 50x",
+        );
+        let latency = |class: &str, key: &str| {
+            seeds["runs"]["wasup"][class][key]
+                .as_u64()
+                .map_or("-".into(), |ms| ms.to_string())
+        };
+        row(
+            "2. urgent status latency p50/p95/p99/max (ms)",
+            format!(
+                "{}/{}/{}/{}",
+                latency("latency_urgent", "p50_ms"),
+                latency("latency_urgent", "p95_ms"),
+                latency("latency_urgent", "p99_ms"),
+                latency("latency_urgent", "max_ms")
+            ),
+            "p99 < 500",
+        );
+        row(
+            "2. normal item latency p50/p95/p99/max (ms)",
+            format!(
+                "{}/{}/{}/{}",
+                latency("latency_normal", "p50_ms"),
+                latency("latency_normal", "p95_ms"),
+                latency("latency_normal", "p99_ms"),
+                latency("latency_normal", "max_ms")
+            ),
+            "p99 <= interval + 200",
+        );
+    }
+    for size in results["scale"]["sizes"].as_array().into_iter().flatten() {
+        let sessions = size["sessions"].as_u64().unwrap_or(0);
+        row(
+            &format!("3. {sessions} sessions: RSS MiB (KiB/session)"),
+            format!(
+                "{:.0} ({:.1})",
+                size["rss_mib"].as_f64().unwrap_or(0.0),
+                size["rss_kib_per_session"].as_f64().unwrap_or(0.0)
+            ),
+            if sessions == 100_000 {
+                "< 2048 MiB"
+            } else {
+                ""
+            },
+        );
+        row(
+            &format!("3. {sessions} sessions: start s | SIGTERM s | restore s"),
+            format!(
+                "{:.1} | {:.1} | {:.1}",
+                size["start_seconds"].as_f64().unwrap_or(0.0),
+                size["shutdown_seconds"].as_f64().unwrap_or(0.0),
+                size["restore_seconds"].as_f64().unwrap_or(0.0)
+            ),
+            "",
+        );
+        row(
+            &format!("3. {sessions} sessions: % of a core per 1k events/s"),
+            format!(
+                "{:.2}",
+                size["cpu_percent_per_1k_events_per_second"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            ),
+            "<= 5 %",
+        );
+    }
+    let api = &results["control_api"];
+    if !api.is_null() {
+        for (name, key) in [
+            ("GET /health", "health"),
+            ("GET /sessions/{id}", "session_inspection"),
+        ] {
+            row(
+                &format!("4. {name} at 64 connections: req/s | p99 ms"),
+                format!(
+                    "{:.0} | {:.2}",
+                    api[key]["requests_per_second"].as_f64().unwrap_or(0.0),
+                    api[key]["p99_ms"].as_f64().unwrap_or(f64::NAN)
+                ),
+                if key == "health" {
+                    ">= 20000 req/s"
+                } else {
+                    ""
+                },
+            );
+        }
+    }
+    let recovery = &results["recovery"];
+    if !recovery.is_null() {
+        row(
+            &format!(
+                "5. after {} s down: drain seconds | peak req/s",
+                recovery["outage_seconds"]
+            ),
+            format!(
+                "{:.1} | {}",
+                recovery["drain_seconds"].as_f64().unwrap_or(0.0),
+                recovery["peak_requests_per_second_while_draining"]
+            ),
+            "",
+        );
+        let rss: Vec<String> = recovery["rss_mib_during_outage"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|mib| format!("{:.0}", mib.as_f64().unwrap_or(0.0)))
+            .collect();
+        row("5. RSS MiB during the outage", rss.join(" "), "flat");
+    }
+}
