@@ -34,6 +34,8 @@ pub struct Wasup {
     server: ServerHandle,
     /// Handlers' shared state (actor addresses, config).
     state: AppState,
+    /// Threads the session actors run on (stopped on shutdown).
+    session_arbiters: Vec<actix::Arbiter>,
     /// Logger.
     log: Logger,
 }
@@ -109,6 +111,12 @@ impl Wasup {
             log.clone(),
         )
         .start_with_handle();
+        let threads = match config.sessions.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        };
+        let session_arbiters: Vec<actix::Arbiter> =
+            (0..threads).map(|_| actix::Arbiter::new()).collect();
         let store = redis
             .as_ref()
             .map(|pool| SessionStore::new(pool.clone(), keys.clone(), journal(pool)));
@@ -119,6 +127,10 @@ impl Wasup {
             cache: Some(cache.clone()),
             store,
             node_id: config.node_id(),
+            session_arbiters: session_arbiters
+                .iter()
+                .map(actix::Arbiter::handle)
+                .collect(),
         };
         let registry = SessionRegistry::new(config.sessions.clone(), links, log.clone()).start();
         let dispatcher =
@@ -171,6 +183,7 @@ impl Wasup {
             addr,
             server: handle,
             state,
+            session_arbiters,
             log,
         })
     }
@@ -210,6 +223,9 @@ impl Wasup {
             warn!(self.log, "Shutdown deadline reached with items pending (kept in Redis)."; "pending" => pending);
         }
         self.server.stop(true).await;
+        for arbiter in &self.session_arbiters {
+            arbiter.stop();
+        }
         ShutdownReport { flushed, pending }
     }
 }

@@ -38,9 +38,12 @@ impl Modify for ApiKeyScheme {
 )]
 pub struct ApiDoc;
 
-/// The document as pretty JSON, with a trailing newline (as checked in).
-pub fn document() -> String {
-    let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
-    json.push('\n');
-    json
+/// The document as pretty JSON, with a trailing newline (as checked in); built once.
+pub fn document() -> &'static str {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+        json.push('\n');
+        json
+    })
 }

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix::prelude::*;
+use actix::{ArbiterHandle, prelude::*};
 use slog::{Logger, error, info, o, warn};
 
 pub use commands::{
@@ -78,6 +78,8 @@ pub struct RegistryLinks {
     pub store: Option<SessionStore>,
     /// This node's name, shown as each session's owner.
     pub node_id: String,
+    /// Threads session actors run on (round robin); empty: the registry's own.
+    pub session_arbiters: Vec<ArbiterHandle>,
 }
 
 /// The registry actor.
@@ -98,6 +100,10 @@ pub struct SessionRegistry {
     sessions: HashMap<SessionId, SessionEntry>,
     /// This node's name.
     node_id: String,
+    /// Threads session actors run on, round robin, so sessions use every core.
+    session_arbiters: Vec<ArbiterHandle>,
+    /// Next arbiter to use.
+    next_arbiter: usize,
     /// False once shutdown began.
     accepting: bool,
     /// Crashes seen since start.
@@ -117,6 +123,8 @@ impl SessionRegistry {
             cache: links.cache,
             store: links.store,
             node_id: links.node_id,
+            session_arbiters: links.session_arbiters,
+            next_arbiter: 0,
             sessions: HashMap::new(),
             accepting: true,
             crashes: 0,
@@ -142,7 +150,13 @@ impl SessionRegistry {
             config: Arc::clone(&self.config),
             log: self.log.new(o!("session_id" => session_id.to_string())),
         };
-        entry.addr = Some(SessionActor::launch(setup));
+        let arbiter = if self.session_arbiters.is_empty() {
+            actix::Arbiter::current()
+        } else {
+            self.next_arbiter = (self.next_arbiter + 1) % self.session_arbiters.len();
+            self.session_arbiters[self.next_arbiter].clone()
+        };
+        entry.addr = Some(SessionActor::launch(setup, &arbiter));
         entry.record_state(SessionState::Starting, Instant::now());
         self.save(session_id, ctx);
     }

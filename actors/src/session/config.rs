@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct SessionConfig {
     /// Most sessions on this node; more are refused with 503.
     pub max_active: usize,
+    /// Threads session actors run on; 0 means one per core.
+    pub worker_threads: usize,
     /// A never-connected session older than this is removed (`expired`).
     #[serde(with = "humantime_serde")]
     pub pending_timeout: Duration,
@@ -59,6 +61,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             max_active: 250,
+            worker_threads: 0,
             pending_timeout: Duration::from_secs(120),
             pending_sweep_interval: Duration::from_secs(30),
             not_connected_sweep_interval: Duration::from_secs(30 * 60),

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix::prelude::*;
+use actix::{ArbiterHandle, prelude::*};
 use slog::{Logger, debug, info, warn};
 
 pub use commands::{
@@ -129,22 +129,22 @@ pub struct SessionActor {
 }
 
 impl SessionActor {
-    /// Builds the engine and starts the actor on the current arbiter.
-    pub fn launch(setup: SessionSetup) -> Addr<SessionActor> {
-        let (events, receiver) = event_channel();
-        let spec = EngineSpec {
-            session_id: setup.session_id.clone(),
-            user_id: setup.user_id,
-            store_dir: setup.store_dir.clone(),
-        };
-        let engine = setup.engine_factory.create(&spec, events);
-        let death_notice = DeathNotice::new(
-            setup.registry.clone().recipient(),
-            setup.session_id.clone(),
-            setup.generation,
-        );
-        let now = Instant::now();
-        SessionActor::create(move |ctx| {
+    /// Starts the actor on `arbiter`, building its engine there (engines may spawn local tasks).
+    pub fn launch(setup: SessionSetup, arbiter: &ArbiterHandle) -> Addr<SessionActor> {
+        SessionActor::start_in_arbiter(arbiter, move |ctx| {
+            let (events, receiver) = event_channel();
+            let spec = EngineSpec {
+                session_id: setup.session_id.clone(),
+                user_id: setup.user_id,
+                store_dir: setup.store_dir.clone(),
+            };
+            let engine = setup.engine_factory.create(&spec, events);
+            let death_notice = DeathNotice::new(
+                setup.registry.clone().recipient(),
+                setup.session_id.clone(),
+                setup.generation,
+            );
+            let now = Instant::now();
             let event_backlog = receiver.backlog();
             ctx.add_stream(receiver.into_stream());
             SessionActor {
