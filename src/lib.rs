@@ -94,8 +94,9 @@ impl Wasup {
         let outbox = redis
             .as_ref()
             .map(|pool| DurableOutbox::new(pool.clone(), keys.clone(), journal(pool)));
-        let batch =
-            BatchActor::new(config.batch.clone(), sink.clone(), outbox, log.clone()).start();
+        let batch = BatchActor::new(config.batch.clone(), sink.clone(), outbox, log.clone())
+            .with_pacing(config.laravel.min_request_gap)
+            .start();
         let lookup = LaravelStatusLookup::new(
             &config.laravel.base_url,
             &config.laravel.token,

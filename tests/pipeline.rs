@@ -376,7 +376,10 @@ async fn retryable_statuses_are_retried_with_backoff_then_delivered() {
     for status in [408u16, 429, 503] {
         let laravel = Laravel::start().await;
         laravel.set_behaviour(Behaviour::Fail(status));
-        let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+        let mut config = fast_config(&laravel.url);
+        // About retries, not the breaker: keep it closed.
+        config.breaker.threshold = 1000;
+        let wasup = TestWasup::start(config).await;
         let session_id = wasup.start_session(1).await;
         wait_until("a retry", PATIENCE, || async {
             laravel.requests_to("/qr/batch").len() >= 2

@@ -26,6 +26,8 @@ struct Waiting {
     attempts: u32,
     /// Sequence number of the item (its version in the durable outbox).
     seq: u64,
+    /// An urgent status is (or was, before coalescing) in this slot: it goes first.
+    urgent: bool,
 }
 
 /// An item in the batch at the sink.
@@ -120,6 +122,8 @@ pub struct LaneQueue {
     max_batch_size: usize,
     /// When the last batch left, in ms since the epoch.
     last_flush_at: Option<u64>,
+    /// Waiting items marked urgent.
+    urgent_waiting: usize,
 }
 
 impl LaneQueue {
@@ -134,6 +138,25 @@ impl LaneQueue {
             last_batch_size: 0,
             max_batch_size: 0,
             last_flush_at: None,
+            urgent_waiting: 0,
+        }
+    }
+
+    /// Whether an urgent item waits (it may skip the pacing gap).
+    pub fn has_urgent(&self) -> bool {
+        self.urgent_waiting > 0
+    }
+
+    fn insert_waiting(&mut self, session_id: SessionId, waiting: Waiting) {
+        if waiting.urgent {
+            self.urgent_waiting += 1;
+        }
+        self.waiting.insert(session_id, waiting);
+    }
+
+    fn forget_waiting(&mut self, waiting: &Waiting) {
+        if waiting.urgent {
+            self.urgent_waiting -= 1;
         }
     }
 
@@ -144,6 +167,7 @@ impl LaneQueue {
         item: OutboundItem,
         seq: u64,
         due: Instant,
+        urgent: bool,
         max_pending: usize,
     ) -> Pushed {
         self.counters.received += 1;
@@ -157,6 +181,10 @@ impl LaneQueue {
             waiting.due = waiting.due.min(due);
             waiting.attempts = 0;
             waiting.seq = seq;
+            if urgent && !waiting.urgent {
+                waiting.urgent = true;
+                self.urgent_waiting += 1;
+            }
             self.counters.coalesced += 1;
             return Pushed::Coalesced;
         }
@@ -164,19 +192,21 @@ impl LaneQueue {
         if self.waiting.len() >= max_pending
             && let Some((session_id, dropped)) = self.waiting.shift_remove_index(0)
         {
+            self.forget_waiting(&dropped);
             self.counters.dropped += 1;
             pushed = Pushed::DroppedOldest {
                 session_id,
                 seq: dropped.seq,
             };
         }
-        self.waiting.insert(
+        self.insert_waiting(
             item.session_id.clone(),
             Waiting {
                 item,
                 due,
                 attempts: 0,
                 seq,
+                urgent,
             },
         );
         pushed
@@ -191,13 +221,14 @@ impl LaneQueue {
         max_pending: usize,
     ) -> Pushed {
         self.counters.recovered += 1;
-        self.push(item, seq, due, max_pending)
+        self.push(item, seq, due, false, max_pending)
     }
 
     /// Withdraws a session's waiting item (it went stale: a QR once the session connected or
     /// closed). Counted as coalesced: a newer state replaced it. Returns whether one waited.
     pub fn retract(&mut self, session_id: &str) -> Option<u64> {
         let withdrawn = self.waiting.shift_remove(session_id)?;
+        self.forget_waiting(&withdrawn);
         self.counters.coalesced += 1;
         Some(withdrawn.seq)
     }
@@ -216,11 +247,11 @@ impl LaneQueue {
     }
 
     /// When this lane next needs attention, if it holds anything it could send.
-    pub fn next_wake(&self, max_items: usize) -> Option<Instant> {
-        if self.in_flight.is_some() {
+    pub fn next_wake(&self, max_items: usize, draining: bool) -> Option<Instant> {
+        if self.in_flight.is_some() || self.waiting.is_empty() {
             return None;
         }
-        let due = if self.waiting.len() >= max_items {
+        let due = if draining || self.waiting.len() >= max_items || self.has_urgent() {
             Instant::now()
         } else {
             self.earliest_due()?
@@ -234,21 +265,23 @@ impl LaneQueue {
 
     /// Takes the next batch: the `max_items` items due soonest. Call only when [`is_ready`](Self::is_ready).
     pub fn take_batch(&mut self, max_items: usize) -> Vec<OutboundItem> {
-        let mut order: Vec<(Instant, usize)> = self
+        // Urgent items first, then the soonest due.
+        let mut order: Vec<(bool, Instant, usize)> = self
             .waiting
             .values()
             .enumerate()
-            .map(|(index, waiting)| (waiting.due, index))
+            .map(|(index, waiting)| (!waiting.urgent, waiting.due, index))
             .collect();
         if order.len() > max_items {
             order.select_nth_unstable(max_items - 1);
             order.truncate(max_items);
         }
-        order.sort_unstable_by_key(|&(_, index)| std::cmp::Reverse(index));
+        order.sort_unstable_by_key(|&(_, _, index)| std::cmp::Reverse(index));
         let mut in_flight = HashMap::with_capacity(order.len());
         let mut batch = Vec::with_capacity(order.len());
-        for (_, index) in order {
+        for (_, _, index) in order {
             if let Some((session_id, waiting)) = self.waiting.swap_remove_index(index) {
+                self.forget_waiting(&waiting);
                 in_flight.insert(
                     session_id,
                     Sent {
@@ -306,13 +339,14 @@ impl LaneQueue {
                 Some(_) => now,
                 None => now + backoff_delay(retry_base, retry_max, attempts - 1),
             };
-            self.waiting.insert(
+            self.insert_waiting(
                 item.session_id.clone(),
                 Waiting {
                     item,
                     due,
                     attempts,
                     seq,
+                    urgent: false,
                 },
             );
         }
@@ -386,18 +420,21 @@ mod tests {
             status("a", EstadoQr::Pending),
             1,
             now + Duration::from_secs(1),
+            false,
             100,
         );
         lane.push(
             status("a", EstadoQr::Active),
             1,
             now + Duration::from_secs(5),
+            false,
             100,
         );
         lane.push(
             status("b", EstadoQr::Pending),
             1,
             now + Duration::from_secs(3),
+            false,
             100,
         );
         assert_eq!(lane.pending(), 2);
@@ -423,6 +460,7 @@ mod tests {
                 status(&format!("s{index}"), EstadoQr::Pending),
                 1,
                 now + Duration::from_secs(10 - index),
+                false,
                 100,
             );
         }
@@ -440,11 +478,11 @@ mod tests {
     fn deferred_items_come_back_unless_a_newer_one_arrived() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Status);
-        lane.push(status("a", EstadoQr::Pending), 1, now, 100);
-        lane.push(status("b", EstadoQr::Pending), 1, now, 100);
-        lane.push(status("c", EstadoQr::Pending), 1, now, 100);
+        lane.push(status("a", EstadoQr::Pending), 1, now, false, 100);
+        lane.push(status("b", EstadoQr::Pending), 1, now, false, 100);
+        lane.push(status("c", EstadoQr::Pending), 1, now, false, 100);
         let batch = lane.take_batch(10);
-        lane.push(status("a", EstadoQr::Active), 1, now, 100);
+        lane.push(status("a", EstadoQr::Active), 1, now, false, 100);
         let mut outcome = DeliveryOutcome::default();
         let mut batch = batch.into_iter();
         outcome.deferred.push(batch.next().expect("a"));
@@ -461,10 +499,37 @@ mod tests {
     }
 
     #[test]
+    fn urgent_items_leave_first_whatever_their_due_time() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Status);
+        for index in 0..5u64 {
+            lane.push(
+                status(&format!("old{index}"), EstadoQr::Pending),
+                1,
+                now,
+                false,
+                100,
+            );
+        }
+        lane.push(
+            status("urgent", EstadoQr::Active),
+            1,
+            now + Duration::from_secs(1),
+            true,
+            100,
+        );
+        assert!(lane.has_urgent());
+        let batch = lane.take_batch(2);
+        assert_eq!(batch[0].session_id, "urgent", "{batch:?}");
+        assert!(!lane.has_urgent());
+        assert!(holds_invariant(&lane));
+    }
+
+    #[test]
     fn a_retracted_item_counts_as_coalesced() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Qr);
-        lane.push(status("a", EstadoQr::Pending), 1, now, 10);
+        lane.push(status("a", EstadoQr::Pending), 1, now, false, 10);
         assert_eq!(lane.retract("a"), Some(1));
         assert_eq!(lane.retract("a"), None);
         assert_eq!(lane.pending(), 0);
@@ -475,7 +540,7 @@ mod tests {
     fn a_blocked_lane_waits_and_overflow_drops_the_oldest() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Qr);
-        lane.push(status("a", EstadoQr::Pending), 1, now, 2);
+        lane.push(status("a", EstadoQr::Pending), 1, now, false, 2);
         let batch = lane.take_batch(10);
         lane.settle(
             DeliveryOutcome {
@@ -489,8 +554,8 @@ mod tests {
         );
         assert!(!lane.is_ready(now + Duration::from_secs(4), 10, true));
         assert!(lane.is_ready(now + Duration::from_secs(5), 10, false));
-        lane.push(status("b", EstadoQr::Pending), 1, now, 2);
-        lane.push(status("c", EstadoQr::Pending), 1, now, 2);
+        lane.push(status("b", EstadoQr::Pending), 1, now, false, 2);
+        lane.push(status("c", EstadoQr::Pending), 1, now, false, 2);
         assert_eq!(lane.counters.dropped, 1);
         assert!(holds_invariant(&lane));
     }

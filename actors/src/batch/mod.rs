@@ -2,7 +2,9 @@
 //!
 //! Two lanes (qr, status), each a [`LaneQueue`]. A lane flushes when it holds `max_items`, when
 //! its earliest item is due (QR: `interval`; normal status: `status_interval`; urgent status: at
-//! once), or when draining for shutdown. One batch per lane is at the sink at a time. A status
+//! once), or when draining for shutdown. One batch per lane is at the sink at a time. Requests
+//! are spaced by the pacing gap, taken when the slot comes (so batches fill up meanwhile); a
+//! batch with an urgent status skips the gap, and urgent items go first in their batch. A status
 //! other than `pending` withdraws the session's waiting QR: once connected or closed, it is stale.
 
 mod config;
@@ -47,6 +49,12 @@ pub struct BatchActor {
     outbox: Option<DurableOutbox>,
     /// The pending wake-up and when it fires; replaced when something is due sooner.
     wake: Option<(Instant, SpawnHandle)>,
+    /// Minimum gap between the starts of two requests (`laravel.min_request_gap`).
+    pacing: Duration,
+    /// When the next non-urgent request may start.
+    next_request_at: Instant,
+    /// Whether the QR lane sent the last batch (the lanes take turns).
+    qr_went_last: bool,
     /// Set by [`Drain`]: every lane flushes regardless of due times.
     draining: bool,
     /// Answered once what they wait for holds.
@@ -68,6 +76,9 @@ impl BatchActor {
             lanes: [LaneQueue::new(Lane::Qr), LaneQueue::new(Lane::Status)],
             sink,
             outbox,
+            pacing: Duration::ZERO,
+            next_request_at: Instant::now(),
+            qr_went_last: false,
             wake: None,
             draining: false,
             waiters: Vec::new(),
@@ -75,7 +86,19 @@ impl BatchActor {
         }
     }
 
-    fn accept(&mut self, item: OutboundItem, delay: Duration, ctx: &mut Context<Self>) {
+    /// Spaces requests to Laravel by at least `gap` (urgent statuses excepted).
+    pub fn with_pacing(mut self, gap: Duration) -> Self {
+        self.pacing = gap;
+        self
+    }
+
+    fn accept(
+        &mut self,
+        item: OutboundItem,
+        delay: Duration,
+        urgent: bool,
+        ctx: &mut Context<Self>,
+    ) {
         let seq = next_seq();
         if let Some(outbox) = &mut self.outbox {
             outbox.record(&item, seq);
@@ -85,6 +108,7 @@ impl BatchActor {
             item,
             seq,
             Instant::now() + delay,
+            urgent,
             self.config.max_pending,
         );
         self.after_push(lane, pushed);
@@ -108,10 +132,27 @@ impl BatchActor {
     /// Sends every ready lane's batch, then sets the next wake-up.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        for index in 0..self.lanes.len() {
-            if self.lanes[index].is_ready(now, self.config.max_items, self.draining) {
-                let lane = self.lanes[index].lane();
-                let items = self.lanes[index].take_batch(self.config.max_items);
+        // Lanes take turns for the next request, unless a status is urgent: then it goes first.
+        let order = if self.lanes[Lane::Status.index()].has_urgent() || self.qr_went_last {
+            [Lane::Status, Lane::Qr]
+        } else {
+            [Lane::Qr, Lane::Status]
+        };
+        for lane in order {
+            let queue = &self.lanes[lane.index()];
+            if !queue.is_ready(now, self.config.max_items, self.draining) {
+                continue;
+            }
+            // The pacing gap spaces requests to Laravel; an urgent status does not wait for it
+            // (it is rare: connections opening or closing), but still books the next gap.
+            let urgent = queue.has_urgent();
+            if !urgent && now < self.next_request_at {
+                continue;
+            }
+            self.next_request_at = self.next_request_at.max(now) + self.pacing;
+            self.qr_went_last = lane == Lane::Qr;
+            {
+                let items = self.lanes[lane.index()].take_batch(self.config.max_items);
                 self.sink
                     .send(Deliver { lane, items })
                     .into_actor(self)
@@ -200,7 +241,14 @@ impl BatchActor {
         let next = self
             .lanes
             .iter()
-            .filter_map(|lane| lane.next_wake(self.config.max_items))
+            .filter_map(|lane| {
+                let wake = lane.next_wake(self.config.max_items, self.draining)?;
+                Some(if lane.has_urgent() {
+                    wake
+                } else {
+                    wake.max(self.next_request_at)
+                })
+            })
             .min();
         let Some(next) = next else { return };
         if let Some((at, handle)) = self.wake {
@@ -284,7 +332,7 @@ impl Handler<QrCode> for BatchActor {
     type Result = ();
 
     fn handle(&mut self, event: QrCode, ctx: &mut Context<Self>) {
-        self.accept(event.item, self.config.interval, ctx);
+        self.accept(event.item, self.config.interval, false, ctx);
     }
 }
 
@@ -307,7 +355,7 @@ impl Handler<StatusChanged> for BatchActor {
             Urgency::Urgent => Duration::ZERO,
             Urgency::Normal => self.config.status_interval,
         };
-        self.accept(event.item, delay, ctx);
+        self.accept(event.item, delay, event.urgency == Urgency::Urgent, ctx);
     }
 }
 

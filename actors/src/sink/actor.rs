@@ -1,7 +1,7 @@
 //! The `LaravelSink` actor: one `Deliver` per batch, answered with what became of each item.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     collections::HashSet,
     rc::Rc,
     time::{Duration, Instant},
@@ -105,8 +105,6 @@ pub struct LaravelSink {
     client: awc::Client,
     /// Asked before each request, told after.
     breaker: Addr<CircuitBreaker>,
-    /// Earliest start of the next request: two lanes may deliver at once, pacing is shared.
-    next_request_slot: Rc<Cell<Instant>>,
     /// Shared with running deliveries.
     stats: Rc<RefCell<SinkStats>>,
     /// Request durations by lane, for Prometheus.
@@ -140,7 +138,6 @@ impl LaravelSink {
             config: Rc::new(config),
             client,
             breaker,
-            next_request_slot: Rc::new(Cell::new(Instant::now())),
             stats: Rc::default(),
             latency: None,
             log,
@@ -152,7 +149,6 @@ impl LaravelSink {
             config: Rc::clone(&self.config),
             client: self.client.clone(),
             breaker: self.breaker.clone(),
-            next_request_slot: Rc::clone(&self.next_request_slot),
             stats: Rc::clone(&self.stats),
             latency: self.latency.clone(),
             log: self.log.clone(),
@@ -190,7 +186,6 @@ struct Delivery {
     config: Rc<SinkConfig>,
     client: awc::Client,
     breaker: Addr<CircuitBreaker>,
-    next_request_slot: Rc<Cell<Instant>>,
     stats: Rc<RefCell<SinkStats>>,
     latency: Option<prometheus::HistogramVec>,
     log: Logger,
@@ -271,7 +266,6 @@ impl Delivery {
                 }
                 Err(_) => return Chunk::Done(DeliveryOutcome::defer_all(items, BREAKER_GONE_WAIT)),
             }
-            self.pace().await;
             let result = self
                 .post(lane, &url, &idempotency_key, attempt, &body)
                 .await;
@@ -354,17 +348,6 @@ impl Delivery {
             delivered,
             deferred,
             ..DeliveryOutcome::default()
-        }
-    }
-
-    /// Waits for this request's pacing slot and books the next one.
-    async fn pace(&self) {
-        let now = Instant::now();
-        let slot = self.next_request_slot.get().max(now);
-        self.next_request_slot
-            .set(slot + self.config.min_request_gap);
-        if slot > now {
-            actix_rt::time::sleep_until(slot.into()).await;
         }
     }
 

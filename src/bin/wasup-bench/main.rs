@@ -42,24 +42,36 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
     let started = std::time::Instant::now();
     let mut results = serde_json::Map::new();
+    // A scenario that fails is reported as such; the others still run.
+    let outcome = |result: anyhow::Result<Value>| {
+        result.unwrap_or_else(|error| json!({"error": format!("{error:#}")}))
+    };
     if wanted("seeds") {
         eprintln!(
             "wasup-bench: 1-2. seeds' scenario (wasup, then naive) with per-item latency ..."
         );
-        results.insert("seeds".into(), scenarios::seeds(&plan).await?);
+        results.insert("seeds".into(), outcome(scenarios::seeds(&plan).await));
     }
     if wanted("scale") {
         eprintln!("wasup-bench: 3. scale ...");
-        results.insert("scale".into(), scenarios::scale(&plan).await?);
+        results.insert("scale".into(), outcome(scenarios::scale(&plan).await));
     }
     if wanted("api") {
         eprintln!("wasup-bench: 4. control API under wrk ...");
-        results.insert("control_api".into(), scenarios::control_api(&plan).await?);
+        results.insert(
+            "control_api".into(),
+            outcome(scenarios::control_api(&plan).await),
+        );
     }
     if wanted("recovery") {
         eprintln!("wasup-bench: 5. Laravel outage and recovery ...");
-        results.insert("recovery".into(), scenarios::recovery(&plan).await?);
+        results.insert("recovery".into(), outcome(scenarios::recovery(&plan).await));
     }
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, result)| result.get("error").is_some())
+        .map(|(name, result)| format!("{name}: {}", result["error"]))
+        .collect();
     let report = json!({
         "quick": args.quick,
         "machine": machine(),
@@ -72,6 +84,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
     print_table(&report);
     eprintln!("wasup-bench: figures written to {}", args.out.display());
+    if !failed.is_empty() {
+        anyhow::bail!("scenarios failed: {}", failed.join("; "));
+    }
     Ok(())
 }
 

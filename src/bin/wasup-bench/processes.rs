@@ -157,16 +157,16 @@ impl WasupProcess {
         Ok(())
     }
 
-    /// SIGTERM and wait (at most 60 s) for the exit.
+    /// SIGTERM and wait (at most 120 s) for the exit.
     pub async fn terminate(&mut self) -> anyhow::Result<()> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
         let started = Instant::now();
         while self.child.try_wait()?.is_none() {
-            if started.elapsed() > Duration::from_secs(60) {
+            if started.elapsed() > Duration::from_secs(120) {
                 let _ = self.child.kill();
-                bail!("wasup did not exit within 60 s of SIGTERM");
+                bail!("wasup did not exit within 120 s of SIGTERM");
             }
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }

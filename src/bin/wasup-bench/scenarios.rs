@@ -164,7 +164,8 @@ pub async fn scale(plan: &Plan) -> anyhow::Result<Value> {
             ("WASUP__ENGINE__SIMULATED__QR_TTL", "20s"),
             ("WASUP__ENGINE__SIMULATED__QR_REFS", "100000"),
             ("WASUP__SESSIONS__PENDING_TIMEOUT", "1h"),
-            ("WASUP__HTTP__SHUTDOWN_TIMEOUT", "60s"),
+            // What SIGTERM does not deliver stays in the Redis outbox: keep the restart short.
+            ("WASUP__HTTP__SHUTDOWN_TIMEOUT", "5s"),
         ];
         let mut wasup = WasupProcess::start(&env(&laravel, Some(&redis), &extra))?;
         let api = Api::new(&wasup.base);
