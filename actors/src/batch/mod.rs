@@ -132,8 +132,9 @@ impl BatchActor {
     /// Sends every ready lane's batch, then sets the next wake-up.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        // Lanes take turns for the next request, unless a status is urgent: then it goes first.
-        let order = if self.lanes[Lane::Status.index()].has_urgent() || self.qr_went_last {
+        // Lanes take turns for the pacing slots; an urgent status skips the gap without taking a
+        // slot, so urgent traffic cannot starve the QR lane.
+        let order = if self.qr_went_last {
             [Lane::Status, Lane::Qr]
         } else {
             [Lane::Qr, Lane::Status]
@@ -143,14 +144,12 @@ impl BatchActor {
             if !queue.is_ready(now, self.config.max_items, self.draining) {
                 continue;
             }
-            // The pacing gap spaces requests to Laravel; an urgent status does not wait for it
-            // (it is rare: connections opening or closing), but still books the next gap.
-            let urgent = queue.has_urgent();
-            if !urgent && now < self.next_request_at {
+            if now >= self.next_request_at {
+                self.next_request_at = now + self.pacing;
+                self.qr_went_last = lane == Lane::Qr;
+            } else if !queue.has_urgent() {
                 continue;
             }
-            self.next_request_at = self.next_request_at.max(now) + self.pacing;
-            self.qr_went_last = lane == Lane::Qr;
             {
                 let items = self.lanes[lane.index()].take_batch(self.config.max_items);
                 self.sink
