@@ -50,7 +50,7 @@ async fn a_lost_connection_reconnects_with_backoff_and_stays_one_session() {
     wasup.scan(&session_id).await;
     laravel.wait_status(&session_id, "active").await;
 
-    for reason in ["connection_lost", "connection_replaced"] {
+    for (reconnects, reason) in [(1, "connection_lost"), (2, "connection_replaced")] {
         let (status, body) = wasup
             .post(
                 &format!("/sessions/{session_id}/simulate/disconnect"),
@@ -60,7 +60,9 @@ async fn a_lost_connection_reconnects_with_backoff_and_stays_one_session() {
         assert_eq!(status, 202, "{body}");
         wait_until("reconnected", PATIENCE, || async {
             let inspection = wasup.inspect(&session_id).await;
-            inspection["state"] == "active" && inspection["actor"]["reconnect_attempts"] == 0
+            inspection["state"] == "active"
+                && inspection["actor"]["reconnect_attempts"] == 0
+                && inspection["actor"]["reconnects"] == reconnects
         })
         .await;
     }

@@ -251,7 +251,7 @@ impl LaneQueue {
         if self.in_flight.is_some() || self.waiting.is_empty() {
             return None;
         }
-        let due = if draining || self.waiting.len() >= max_items || self.has_urgent() {
+        let due = if draining || self.waiting.len() >= max_items {
             Instant::now()
         } else {
             self.earliest_due()?

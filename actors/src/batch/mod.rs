@@ -1,10 +1,11 @@
 //! `BatchActor`: coalesces QR and status events per session and hands batches to the sink.
 //!
 //! Two lanes (qr, status), each a [`LaneQueue`]. A lane flushes when it holds `max_items`, when
-//! its earliest item is due (QR: `interval`; normal status: `status_interval`; urgent status: at
-//! once), or when draining for shutdown. One batch per lane is at the sink at a time. Requests
-//! are spaced by the pacing gap, taken when the slot comes (so batches fill up meanwhile); a
-//! batch with an urgent status skips the gap, and urgent items go first in their batch. A status
+//! its earliest item is due (QR: `interval`; normal status: `status_interval`; urgent status:
+//! `priority_delay / 2`), or when draining for shutdown. One batch per lane is at the sink at a
+//! time. Requests are spaced by the pacing gap and take their items when the slot comes (so
+//! batches fill up meanwhile), the fuller lane first; a batch with an urgent status skips the
+//! gap without taking a slot, and urgent items go first in their batch. A status
 //! other than `pending` withdraws the session's waiting QR: once connected or closed, it is stale.
 
 mod config;
@@ -53,8 +54,6 @@ pub struct BatchActor {
     pacing: Duration,
     /// When the next non-urgent request may start.
     next_request_at: Instant,
-    /// Whether the QR lane sent the last batch (the lanes take turns).
-    qr_went_last: bool,
     /// Set by [`Drain`]: every lane flushes regardless of due times.
     draining: bool,
     /// Answered once what they wait for holds.
@@ -78,7 +77,6 @@ impl BatchActor {
             outbox,
             pacing: Duration::ZERO,
             next_request_at: Instant::now(),
-            qr_went_last: false,
             wake: None,
             draining: false,
             waiters: Vec::new(),
@@ -132,9 +130,13 @@ impl BatchActor {
     /// Sends every ready lane's batch, then sets the next wake-up.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        // Lanes take turns for the pacing slots; an urgent status skips the gap without taking a
-        // slot, so urgent traffic cannot starve the QR lane.
-        let order = if self.qr_went_last {
+        // The fuller lane takes the next pacing slot; an urgent status skips the gap without
+        // taking a slot, so urgent traffic cannot starve the QR lane.
+        let (qr, status) = (
+            &self.lanes[Lane::Qr.index()],
+            &self.lanes[Lane::Status.index()],
+        );
+        let order = if status.pending() > qr.pending() {
             [Lane::Status, Lane::Qr]
         } else {
             [Lane::Qr, Lane::Status]
@@ -146,7 +148,6 @@ impl BatchActor {
             }
             if now >= self.next_request_at {
                 self.next_request_at = now + self.pacing;
-                self.qr_went_last = lane == Lane::Qr;
             } else if !queue.has_urgent() {
                 continue;
             }
@@ -351,7 +352,8 @@ impl Handler<StatusChanged> for BatchActor {
             self.forget(Lane::Qr, &event.item.session_id, seq);
         }
         let delay = match event.urgency {
-            Urgency::Urgent => Duration::ZERO,
+            // Up to half the allowed delay for company: bursts of urgent statuses share a request.
+            Urgency::Urgent => self.config.priority_delay / 2,
             Urgency::Normal => self.config.status_interval,
         };
         self.accept(event.item, delay, event.urgency == Urgency::Urgent, ctx);
