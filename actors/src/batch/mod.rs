@@ -5,7 +5,7 @@
 //! `priority_delay / 2`), or when draining for shutdown. One batch per lane is at the sink at a
 //! time. Requests are spaced by the pacing gap and take their items when the slot comes (so
 //! batches fill up meanwhile), the fuller lane first; a batch with an urgent status skips the
-//! gap without taking a slot, and urgent items go first in their batch. A status
+//! gap without taking a slot, and urgent items are picked first for their batch. A status
 //! other than `pending` withdraws the session's waiting QR: once connected or closed, it is stale.
 
 mod config;
