@@ -122,7 +122,7 @@ impl Wasup {
             .as_ref()
             .map(|pool| SessionStore::new(pool.clone(), keys.clone(), journal(pool)));
         let links = RegistryLinks {
-            engine_factory: config.engine.factory(),
+            engine_factory: config.engine.factory()?,
             store_root: config.engine.sessions_dir(),
             batch: batch.clone(),
             cache: Some(cache.clone()),

@@ -16,7 +16,7 @@ use futures_util::{Stream, future::LocalBoxFuture};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::messages::SessionId;
+use crate::messages::{IncomingMessage, SessionId};
 
 /// How many engine events may wait for a session before the engine's sends wait.
 pub const ENGINE_EVENT_BACKLOG: usize = 64;
@@ -74,6 +74,31 @@ pub enum EngineEvent {
         /// Why.
         reason: DisconnectReason,
     },
+    /// WhatsApp could not be reached; the engine tries again by itself after `retry_in`.
+    Unreachable {
+        /// What failed (DNS, refused, TLS, timeout, ...).
+        error: String,
+        /// When the engine's next attempt starts.
+        retry_in: Duration,
+    },
+    /// The link dropped; the engine reconnects by itself (no QR needed).
+    Reconnecting {
+        /// Why it dropped.
+        reason: String,
+    },
+    /// WhatsApp refused the session for good (another client took over, temporary ban, client
+    /// outdated, ...): the engine stopped and does not retry; credentials are kept.
+    Refused {
+        /// WhatsApp's reason, readable.
+        reason: String,
+    },
+    /// A message arrived.
+    Message {
+        /// The message.
+        message: IncomingMessage,
+        /// When it was sent, in milliseconds since the Unix epoch.
+        timestamp: u64,
+    },
 }
 
 /// Failures of engine commands.
@@ -96,7 +121,7 @@ pub enum EngineError {
 }
 
 /// Test hooks the simulated engine understands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimulatedAction {
     /// A phone scans the current QR.
     Scan,
@@ -107,12 +132,21 @@ pub enum SimulatedAction {
         /// How many.
         count: u32,
     },
+    /// A text message arrives from `from`.
+    ReceiveMessage {
+        /// The sender's number or JID.
+        from: String,
+        /// The text.
+        text: String,
+    },
 }
 
 /// One WhatsApp Web connection.
 pub trait Engine {
     /// `"simulated"`, `"whatsapp"`, ...
     fn kind(&self) -> &'static str;
+    /// Whether credentials of an earlier pairing are stored (the session reconnects without QR).
+    fn has_credentials(&self) -> bool;
     /// Opens (or reopens) the connection; events follow on the session's channel.
     fn connect(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>>;
     /// Logs the account out and forgets its credentials.
@@ -157,6 +191,9 @@ pub struct EngineSpec {
     pub user_id: Option<u64>,
     /// Where this session may keep its credentials.
     pub store_dir: PathBuf,
+    /// The session paired before (restored after a restart): without credentials it must not
+    /// start pairing again.
+    pub paired_before: bool,
 }
 
 /// Builds engines; one per process, shared by the registry.

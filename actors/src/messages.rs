@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Identifier of one WhatsApp session (one customer phone).
 pub type SessionId = String;
 
-/// The two delivery lanes, each with its own Laravel endpoint.
+/// The delivery lanes, each with its own Laravel endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
@@ -16,17 +16,20 @@ pub enum Lane {
     Qr,
     /// Session statuses, `POST /whatsapp/status/batch`.
     Status,
+    /// Incoming WhatsApp messages, `POST /whatsapp/messages/batch` (never coalesced).
+    Message,
 }
 
 impl Lane {
-    /// Both lanes, in a fixed order (used for indexing and reporting).
-    pub const ALL: [Lane; 2] = [Lane::Qr, Lane::Status];
+    /// Every lane, in a fixed order (used for indexing and reporting).
+    pub const ALL: [Lane; 3] = [Lane::Qr, Lane::Status, Lane::Message];
 
     /// Index into per-lane arrays.
     pub fn index(self) -> usize {
         match self {
             Lane::Qr => 0,
             Lane::Status => 1,
+            Lane::Message => 2,
         }
     }
 
@@ -35,6 +38,7 @@ impl Lane {
         match self {
             Lane::Qr => "qr",
             Lane::Status => "status",
+            Lane::Message => "message",
         }
     }
 }
@@ -89,6 +93,24 @@ pub enum Payload {
         /// The new status.
         estado_qr: EstadoQr,
     },
+    /// A message the session received.
+    Message(IncomingMessage),
+}
+
+/// A WhatsApp message a session received, as Laravel gets it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomingMessage {
+    /// WhatsApp's message id (unique per sender).
+    pub message_id: String,
+    /// The sender's JID (`<number>@s.whatsapp.net`, or a group participant).
+    pub from: String,
+    /// The chat it arrived in: our own JID for direct messages, the group's JID otherwise.
+    pub to: String,
+    /// `text`, `image`, `video`, `audio`, `document`, `sticker`, `location`, `contact`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text, or a media caption; `null` when the message has none.
+    pub text: Option<String>,
 }
 
 /// One item of a Laravel batch: `{"session_id":..., "qr"|"estado_qr":..., "user_id":..., "timestamp":...}`.
@@ -112,8 +134,35 @@ impl OutboundItem {
         match self.payload {
             Payload::Qr { .. } => Lane::Qr,
             Payload::Status { .. } => Lane::Status,
+            Payload::Message(_) => Lane::Message,
         }
     }
+
+    /// What identifies the item in Laravel's `failed_ids`: the session for QR codes and
+    /// statuses, the message id for messages.
+    pub fn ack_id(&self) -> &str {
+        match &self.payload {
+            Payload::Message(message) => &message.message_id,
+            Payload::Qr { .. } | Payload::Status { .. } => &self.session_id,
+        }
+    }
+
+    /// The key items are coalesced under within their lane: one QR and one status per session
+    /// (the latest wins), every message on its own.
+    pub fn coalescing_key(&self) -> String {
+        match &self.payload {
+            Payload::Message(message) => format!("{}/{}", self.session_id, message.message_id),
+            Payload::Qr { .. } | Payload::Status { .. } => self.session_id.clone(),
+        }
+    }
+}
+
+/// A session received a message to forward (each one delivered, none coalesced).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct MessageReceived {
+    /// The item to deliver.
+    pub item: OutboundItem,
 }
 
 /// A session produced a new QR code to forward (already deduplicated and throttled).
@@ -176,5 +225,33 @@ mod tests {
         );
         assert_eq!(qr.lane(), Lane::Qr);
         assert_eq!(status.lane(), Lane::Status);
+    }
+
+    #[test]
+    fn messages_serialise_flat_and_are_never_coalesced() {
+        let message = |id: &str| OutboundItem {
+            session_id: "abc".into(),
+            payload: Payload::Message(IncomingMessage {
+                message_id: id.into(),
+                from: "34600000001@s.whatsapp.net".into(),
+                to: "34600000002@s.whatsapp.net".into(),
+                kind: "text".into(),
+                text: Some("hola".into()),
+            }),
+            user_id: None,
+            timestamp: 3,
+        };
+        let first = message("M1");
+        assert_eq!(
+            serde_json::to_value(&first).ok(),
+            Some(serde_json::json!({"session_id":"abc","message_id":"M1",
+                "from":"34600000001@s.whatsapp.net","to":"34600000002@s.whatsapp.net",
+                "type":"text","text":"hola","timestamp":3}))
+        );
+        let json = serde_json::to_string(&first).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<OutboundItem>(&json).ok(), Some(first.clone()));
+        assert_eq!(first.lane(), Lane::Message);
+        assert_eq!(first.ack_id(), "M1");
+        assert_ne!(first.coalescing_key(), message("M2").coalescing_key());
     }
 }

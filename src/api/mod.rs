@@ -110,6 +110,9 @@ pub fn configure(
                 resource("/sessions/{id}/simulate/crash").route(web::post().to(simulate::crash)),
             )
             .service(
+                resource("/sessions/{id}/simulate/message").route(web::post().to(simulate::message)),
+            )
+            .service(
                 resource("/sessions/{id}/simulate/fail-messages")
                     .route(web::post().to(simulate::fail_messages)),
             );

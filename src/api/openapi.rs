@@ -31,6 +31,7 @@ impl Modify for ApiKeyScheme {
         sessions::cleanup_pending, sessions::cleanup_inactive,
         qr::current_qr, qr::pair_code, messages::send, messages::status,
         simulate::scan, simulate::disconnect, simulate::crash, simulate::fail_messages,
+        simulate::message,
     ),
     components(schemas(schema::ErrorBody)),
     modifiers(&ApiKeyScheme),

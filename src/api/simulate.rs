@@ -1,4 +1,4 @@
-//! Test hooks of the simulated engine: scan, disconnect, crash. Routed only when
+//! Test hooks of the simulated engine: scan, disconnect, crash, incoming messages. Routed only when
 //! `engine.kind = "simulated"`.
 
 use actix_web::{HttpResponse, web};
@@ -75,6 +75,35 @@ pub async fn crash(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     apply(&state, id.into_inner(), SimulateCommand::Crash).await
+}
+
+/// `POST /sessions/{id}/simulate/message` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingMessageRequest {
+    /// The sender: digits with country code, or a JID.
+    #[schema(min_length = 1, max_length = 64)]
+    from: String,
+    /// The text.
+    #[schema(max_length = 4096)]
+    text: String,
+}
+
+#[utoipa::path(post, path = "/sessions/{id}/simulate/message", tag = "simulate", params(("id" = String, Path, description = "Session id")), request_body = IncomingMessageRequest, responses((status = 202, description = "A text message arrives; it is forwarded to Laravel's messages batch", body = AcceptedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Refused (not connected, closing or restarting)", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
+/// `POST /sessions/{id}/simulate/message {"from":"...","text":"..."}`: a message arrives.
+pub async fn message(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<IncomingMessageRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let IncomingMessageRequest { from, text } = body.into_inner();
+    if from.is_empty() || from.len() > 64 || text.len() > 4096 {
+        return Err(ApiError::BadRequest(
+            "from must be 1 to 64 characters and text at most 4096".into(),
+        ));
+    }
+    let action = SimulatedAction::ReceiveMessage { from, text };
+    apply(&state, id.into_inner(), SimulateCommand::Engine(action)).await
 }
 
 /// `POST /sessions/{id}/simulate/fail-messages` body.

@@ -1,6 +1,7 @@
 //! Engine implementations behind `wasup_actors::engine::Engine`, chosen by `engine.kind`.
 
 pub mod simulated;
+pub mod whatsapp;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -8,11 +9,14 @@ use serde::{Deserialize, Serialize};
 use wasup_actors::engine::EngineFactory;
 
 pub use simulated::{SimulatedEngineFactory, SimulatedSettings};
+pub use whatsapp::{WhatsAppEngineFactory, WhatsAppSettings};
 
 /// Which engine runs the sessions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
+    /// Real WhatsApp Web sessions (whatsapp-rust).
+    Whatsapp,
     /// QR codes on the real schedule, paired through the API: tests, demos, load.
     Simulated,
 }
@@ -25,6 +29,8 @@ pub struct EngineConfig {
     pub kind: EngineKind,
     /// Root of per-session stores (`data_dir/sessions/{id}/`).
     pub data_dir: PathBuf,
+    /// The real engine's settings.
+    pub whatsapp: WhatsAppSettings,
     /// The simulated engine's schedule.
     pub simulated: SimulatedSettings,
 }
@@ -32,8 +38,9 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            kind: EngineKind::Simulated,
+            kind: EngineKind::Whatsapp,
             data_dir: PathBuf::from("./data"),
+            whatsapp: WhatsAppSettings::default(),
             simulated: SimulatedSettings::default(),
         }
     }
@@ -42,6 +49,7 @@ impl Default for EngineConfig {
 impl EngineConfig {
     /// Checks the values, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
+        self.whatsapp.validate()?;
         self.simulated.validate()
     }
 
@@ -51,9 +59,10 @@ impl EngineConfig {
     }
 
     /// The factory for the configured kind.
-    pub fn factory(&self) -> Arc<dyn EngineFactory> {
-        match self.kind {
+    pub fn factory(&self) -> anyhow::Result<Arc<dyn EngineFactory>> {
+        Ok(match self.kind {
+            EngineKind::Whatsapp => Arc::new(WhatsAppEngineFactory::new(self.whatsapp.clone())?),
             EngineKind::Simulated => Arc::new(SimulatedEngineFactory::new(self.simulated.clone())),
-        }
+        })
     }
 }

@@ -12,6 +12,7 @@ use wasup_actors::engine::{
     DisconnectReason, Engine, EngineError, EngineEvent, EngineFactory, EngineSpec, EventSender,
     SimulatedAction,
 };
+use wasup_actors::messages::{IncomingMessage, unix_millis};
 use wasup_actors::session::fnv1a;
 
 /// The `[engine.simulated]` settings.
@@ -125,6 +126,13 @@ impl Credentials {
         Ok(())
     }
 
+    /// The paired phone, read back from the file.
+    fn phone(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let stored: serde_json::Value = serde_json::from_str(&text).ok()?;
+        stored["phone"].as_str().map(str::to_string)
+    }
+
     fn forget(&self) {
         self.paired.set(false);
         let _ = std::fs::remove_file(&self.path);
@@ -178,9 +186,44 @@ impl Drop for SimulatedEngine {
     }
 }
 
+impl SimulatedEngine {
+    /// A text message from `from` arrives on the open connection.
+    fn receive_message(&self, from: String, text: String) -> Result<(), EngineError> {
+        if self.connection.is_none() || !self.credentials.is_paired() {
+            return Err(EngineError::Failed("not connected".into()));
+        }
+        let jid = |number: &str| {
+            if number.contains('@') {
+                number.to_string()
+            } else {
+                format!("{number}@s.whatsapp.net")
+            }
+        };
+        let event = EngineEvent::Message {
+            message: IncomingMessage {
+                message_id: format!("3EB0{:016X}", fastrand::u64(..)),
+                from: jid(&from),
+                to: jid(&self.credentials.phone().unwrap_or_default()),
+                kind: "text".into(),
+                text: Some(text),
+            },
+            timestamp: unix_millis(),
+        };
+        let events = self.events.clone();
+        actix_rt::spawn(async move {
+            let _ = events.send(event).await;
+        });
+        Ok(())
+    }
+}
+
 impl Engine for SimulatedEngine {
     fn kind(&self) -> &'static str {
         "simulated"
+    }
+
+    fn has_credentials(&self) -> bool {
+        self.credentials.is_paired()
     }
 
     fn connect(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>> {
@@ -254,6 +297,9 @@ impl Engine for SimulatedEngine {
             SimulatedAction::FailMessages { count } => {
                 self.failing_messages = count;
                 return Ok(());
+            }
+            SimulatedAction::ReceiveMessage { from, text } => {
+                return self.receive_message(from, text);
             }
             SimulatedAction::Scan => ConnectionCommand::Scan,
             SimulatedAction::Disconnect(reason) => ConnectionCommand::Disconnect(reason),

@@ -48,6 +48,7 @@ impl Running {
             .env("LARAVEL_API", laravel_url)
             .env("REDIS_URL", redis_url)
             .env("WASUP__ENGINE__DATA_DIR", data_dir)
+            .env("WASUP_ENGINE", "simulated")
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -20,7 +20,7 @@ pub enum Behaviour {
     Fail(u16),
     /// Wait this long before answering (as `Store`).
     Stall(Duration),
-    /// Store all but these sessions, which come back in `failed_ids`.
+    /// Store all but these sessions (message ids for messages), which come back in `failed_ids`.
     FailIds(HashSet<String>),
     /// Store nothing and say `failed: N` without ids.
     FailWithoutIds,
@@ -50,9 +50,10 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// The items of a batch body (`qrs` or `statuses`), or the one item of a legacy call.
+    /// The items of a batch body (`qrs`, `statuses` or `messages`), or the one item of a legacy
+    /// call.
     pub fn items(&self) -> Vec<Value> {
-        ["qrs", "statuses"]
+        ["qrs", "statuses", "messages"]
             .iter()
             .find_map(|key| self.body.get(*key).and_then(Value::as_array).cloned())
             .unwrap_or_else(|| vec![self.body.clone()])
@@ -68,6 +69,8 @@ struct State {
     qrs: Mutex<HashMap<String, Value>>,
     /// session → latest stored status item.
     statuses: Mutex<HashMap<String, Value>>,
+    /// Stored message items in arrival order, each (session, message id) once.
+    messages: Mutex<Vec<Value>>,
     /// Sessions whose `GET /whatsapp/status/{id}` answers this instead of the stored status.
     account_overrides: Mutex<HashMap<String, String>>,
     /// Status to answer every `GET /whatsapp/status/{id}` with instead (e.g. 500).
@@ -101,6 +104,7 @@ impl Laravel {
                 .app_data(web::PayloadConfig::new(16 << 20))
                 .route("/api/qr/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/batch", web::post().to(batch))
+                .route("/api/whatsapp/messages/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/{id}", web::get().to(status_of))
                 .route("/api/qr", web::post().to(batch))
                 .route("/api/whatsapp/status", web::post().to(batch))
@@ -150,6 +154,15 @@ impl Laravel {
             .and_then(|item| item.get("estado_qr"))
             .and_then(Value::as_str)
             .map(str::to_string)
+    }
+
+    /// The messages stored for a session, in arrival order, each once.
+    pub fn messages_of(&self, session_id: &str) -> Vec<Value> {
+        lock(&self.state.messages)
+            .iter()
+            .filter(|item| item["session_id"] == session_id)
+            .cloned()
+            .collect()
     }
 
     /// The latest stored QR item of a session.
@@ -244,6 +257,19 @@ async fn batch(
     };
     let items = recorded.items();
     let store = |items: &[Value]| {
+        if recorded.path.ends_with("/messages/batch") {
+            let mut stored = lock(&state.messages);
+            for item in items {
+                let known = stored.iter().any(|seen| {
+                    seen["session_id"] == item["session_id"]
+                        && seen["message_id"] == item["message_id"]
+                });
+                if !known {
+                    stored.push(item.clone());
+                }
+            }
+            return;
+        }
         let table = if recorded.path.ends_with("/qr/batch") || recorded.path.ends_with("/qr") {
             &state.qrs
         } else {
@@ -267,17 +293,18 @@ async fn batch(
                 .json(json!({"message": "stand-in failure"}))
         }
         Behaviour::FailIds(failing) => {
-            let (failed, stored): (Vec<Value>, Vec<Value>) =
-                items.iter().cloned().partition(|item| {
-                    item["session_id"]
-                        .as_str()
-                        .is_some_and(|id| failing.contains(id))
-                });
-            store(&stored);
-            let failed_ids: Vec<&str> = failed
+            let ack_id = |item: &Value| {
+                item.get("message_id")
+                    .or_else(|| item.get("session_id"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let (failed, stored): (Vec<Value>, Vec<Value>) = items
                 .iter()
-                .filter_map(|item| item["session_id"].as_str())
-                .collect();
+                .cloned()
+                .partition(|item| ack_id(item).is_some_and(|id| failing.contains(&id)));
+            store(&stored);
+            let failed_ids: Vec<String> = failed.iter().filter_map(ack_id).collect();
             HttpResponse::Ok().json(json!({"success": true, "updated": stored.len(), "failed": failed.len(), "failed_ids": failed_ids}))
         }
         Behaviour::TooLargeAbove(limit) if items.len() > *limit => {

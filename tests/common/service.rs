@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
 use slog::{Drain, Logger, o};
-use wasup::{Wasup, config::Config};
+use wasup::{Wasup, config::Config, engine::EngineKind};
 use wasup_actors::store::RedisConfig;
 
 use super::redis::RedisServer;
@@ -22,6 +22,7 @@ pub fn fast_config(laravel_url: &str) -> Config {
     config.http.shutdown_timeout = Duration::from_secs(5);
     config.http.api_key = API_KEY.into();
     config.http.rate_limit_per_minute = 0;
+    config.engine.kind = EngineKind::Simulated;
     config.engine.data_dir = scratch_dir();
     config.engine.simulated.connect_delay = Duration::from_millis(30);
     config.laravel.base_url = laravel_url.to_string();

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::{
-    messages::{Lane, OutboundItem, SessionId, unix_millis},
+    messages::{Lane, OutboundItem, unix_millis},
     sink::{DeliveryOutcome, backoff_delay},
 };
 
@@ -89,8 +89,8 @@ pub enum Pushed {
     Coalesced,
     /// It joined, and the lane's oldest item was dropped to stay within `max_pending`.
     DroppedOldest {
-        /// The dropped item's session.
-        session_id: SessionId,
+        /// The dropped item's coalescing key (its session, or session/message).
+        key: String,
         /// The dropped item's sequence number.
         seq: u64,
     },
@@ -98,20 +98,20 @@ pub enum Pushed {
     Stale,
 }
 
-/// An item that left the queue for good (delivered, dead-lettered, withdrawn): its session and
-/// sequence number, so the durable outbox can forget it.
-pub type Settled = (SessionId, u64);
+/// An item that left the queue for good (delivered, dead-lettered, withdrawn): its coalescing key
+/// and sequence number, so the durable outbox can forget it.
+pub type Settled = (String, u64);
 
 /// The queue of one lane.
 #[derive(Debug)]
 pub struct LaneQueue {
     /// Which lane.
     lane: Lane,
-    /// Waiting items, one per session, in arrival order.
-    waiting: IndexMap<SessionId, Waiting>,
-    /// The batch at the sink, by session. At most one batch per lane is out, so a session's
+    /// Waiting items by coalescing key (one per session; every message apart), in arrival order.
+    waiting: IndexMap<String, Waiting>,
+    /// The batch at the sink, by coalescing key. At most one batch per lane is out, so a session's
     /// items reach Laravel in order.
-    in_flight: Option<HashMap<SessionId, Sent>>,
+    in_flight: Option<HashMap<String, Sent>>,
     /// No batch leaves before this (breaker open, retries used up).
     blocked_until: Option<Instant>,
     /// Counters.
@@ -147,11 +147,11 @@ impl LaneQueue {
         self.urgent_waiting > 0
     }
 
-    fn insert_waiting(&mut self, session_id: SessionId, waiting: Waiting) {
+    fn insert_waiting(&mut self, key: String, waiting: Waiting) {
         if waiting.urgent {
             self.urgent_waiting += 1;
         }
-        self.waiting.insert(session_id, waiting);
+        self.waiting.insert(key, waiting);
     }
 
     fn forget_waiting(&mut self, waiting: &Waiting) {
@@ -171,7 +171,7 @@ impl LaneQueue {
         max_pending: usize,
     ) -> Pushed {
         self.counters.received += 1;
-        if let Some(waiting) = self.waiting.get_mut(&item.session_id) {
+        if let Some(waiting) = self.waiting.get_mut(&item.coalescing_key()) {
             if waiting.seq > seq {
                 // Only a recovered item can be older than the waiting one.
                 self.counters.coalesced += 1;
@@ -190,17 +190,17 @@ impl LaneQueue {
         }
         let mut pushed = Pushed::Added;
         if self.waiting.len() >= max_pending
-            && let Some((session_id, dropped)) = self.waiting.shift_remove_index(0)
+            && let Some((key, dropped)) = self.waiting.shift_remove_index(0)
         {
             self.forget_waiting(&dropped);
             self.counters.dropped += 1;
             pushed = Pushed::DroppedOldest {
-                session_id,
+                key,
                 seq: dropped.seq,
             };
         }
         self.insert_waiting(
-            item.session_id.clone(),
+            item.coalescing_key(),
             Waiting {
                 item,
                 due,
@@ -280,10 +280,10 @@ impl LaneQueue {
         let mut in_flight = HashMap::with_capacity(order.len());
         let mut batch = Vec::with_capacity(order.len());
         for (_, _, index) in order {
-            if let Some((session_id, waiting)) = self.waiting.swap_remove_index(index) {
+            if let Some((key, waiting)) = self.waiting.swap_remove_index(index) {
                 self.forget_waiting(&waiting);
                 in_flight.insert(
-                    session_id,
+                    key,
                     Sent {
                         attempts: waiting.attempts,
                         seq: waiting.seq,
@@ -314,7 +314,7 @@ impl LaneQueue {
     ) -> Vec<Settled> {
         let in_flight = self.in_flight.take().unwrap_or_default();
         let sent_of = |item: &OutboundItem| {
-            in_flight.get(&item.session_id).copied().unwrap_or(Sent {
+            in_flight.get(&item.coalescing_key()).copied().unwrap_or(Sent {
                 attempts: 0,
                 seq: 0,
             })
@@ -325,11 +325,11 @@ impl LaneQueue {
             .delivered
             .iter()
             .chain(&outcome.dead_lettered)
-            .map(|item| (item.session_id.clone(), sent_of(item).seq))
+            .map(|item| (item.coalescing_key(), sent_of(item).seq))
             .collect();
         for item in outcome.deferred {
             self.counters.retried += 1;
-            if self.waiting.contains_key(&item.session_id) {
+            if self.waiting.contains_key(&item.coalescing_key()) {
                 self.counters.coalesced += 1;
                 continue;
             }
@@ -340,7 +340,7 @@ impl LaneQueue {
                 None => now + backoff_delay(retry_base, retry_max, attempts - 1),
             };
             self.insert_waiting(
-                item.session_id.clone(),
+                item.coalescing_key(),
                 Waiting {
                     item,
                     due,

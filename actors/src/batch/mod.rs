@@ -1,6 +1,7 @@
 //! `BatchActor`: coalesces QR and status events per session and hands batches to the sink.
 //!
-//! Two lanes (qr, status), each a [`LaneQueue`]. A lane flushes when it holds `max_items`, when
+//! Three lanes (qr, status, message), each a [`LaneQueue`]; messages are never coalesced (each
+//! is its own item, delivered at least once, in arrival order, waiting `status_interval`). A lane flushes when it holds `max_items`, when
 //! its earliest item is due (QR: `interval`; normal status: `status_interval`; urgent status:
 //! `priority_delay / 2`), or when draining for shutdown. One batch per lane is at the sink at a
 //! time. Requests are spaced by the pacing gap and take their items when the slot comes (so
@@ -24,7 +25,9 @@ pub use lane::{LaneCounters, LaneQueue, LaneStats, Pushed, Settled};
 pub use outbox::{DurableOutbox, StoredItem};
 
 use crate::{
-    messages::{EstadoQr, Lane, OutboundItem, Payload, QrCode, StatusChanged, Urgency},
+    messages::{
+        EstadoQr, Lane, MessageReceived, OutboundItem, Payload, QrCode, StatusChanged, Urgency,
+    },
     sink::{Deliver, DeliveryOutcome, LaravelSink},
     store::{drive_writes, next_seq},
 };
@@ -43,7 +46,7 @@ pub struct BatchActor {
     /// Sizes and cadences.
     config: BatchConfig,
     /// Indexed by [`Lane::index`].
-    lanes: [LaneQueue; 2],
+    lanes: [LaneQueue; 3],
     /// Where batches go.
     sink: Addr<LaravelSink>,
     /// The Redis copy of every undelivered item; `None` when Redis is disabled.
@@ -72,7 +75,7 @@ impl BatchActor {
     ) -> Self {
         Self {
             config,
-            lanes: [LaneQueue::new(Lane::Qr), LaneQueue::new(Lane::Status)],
+            lanes: Lane::ALL.map(LaneQueue::new),
             sink,
             outbox,
             pacing: Duration::ZERO,
@@ -115,15 +118,15 @@ impl BatchActor {
     }
 
     fn after_push(&mut self, lane: Lane, pushed: Pushed) {
-        if let Pushed::DroppedOldest { session_id, seq } = pushed {
+        if let Pushed::DroppedOldest { key, seq } = pushed {
             warn!(self.log, "Batch lane over max_pending: oldest item dropped."; "lane" => lane.name());
-            self.forget(lane, &session_id, seq);
+            self.forget(lane, &key, seq);
         }
     }
 
-    fn forget(&mut self, lane: Lane, session_id: &str, seq: u64) {
+    fn forget(&mut self, lane: Lane, key: &str, seq: u64) {
         if let Some(outbox) = &mut self.outbox {
-            outbox.forget(lane, session_id, seq);
+            outbox.forget(lane, key, seq);
         }
     }
 
@@ -132,15 +135,8 @@ impl BatchActor {
         let now = Instant::now();
         // The fuller lane takes the next pacing slot; an urgent status skips the gap without
         // taking a slot, so urgent traffic cannot starve the QR lane.
-        let (qr, status) = (
-            &self.lanes[Lane::Qr.index()],
-            &self.lanes[Lane::Status.index()],
-        );
-        let order = if status.pending() > qr.pending() {
-            [Lane::Status, Lane::Qr]
-        } else {
-            [Lane::Qr, Lane::Status]
-        };
+        let mut order = Lane::ALL;
+        order.sort_by_key(|lane| std::cmp::Reverse(self.lanes[lane.index()].pending()));
         for lane in order {
             let queue = &self.lanes[lane.index()];
             if !queue.is_ready(now, self.config.max_items, self.draining) {
@@ -170,7 +166,7 @@ impl BatchActor {
     fn settle(&mut self, lane: Lane, outcome: DeliveryOutcome, ctx: &mut Context<Self>) {
         let retry_base = match lane {
             Lane::Qr => self.config.interval,
-            Lane::Status => self.config.status_interval,
+            Lane::Status | Lane::Message => self.config.status_interval,
         };
         let settled = self.lanes[lane.index()].settle(
             outcome,
@@ -178,8 +174,8 @@ impl BatchActor {
             retry_base,
             self.config.retry_backoff_max,
         );
-        for (session_id, seq) in settled {
-            self.forget(lane, &session_id, seq);
+        for (key, seq) in settled {
+            self.forget(lane, &key, seq);
         }
         self.persist(ctx);
         self.pump(ctx);
@@ -304,6 +300,7 @@ impl BatchActor {
         BatchStats {
             qr: self.lanes[Lane::Qr.index()].stats(now),
             status: self.lanes[Lane::Status.index()].stats(now),
+            message: self.lanes[Lane::Message.index()].stats(now),
             draining: self.draining,
             max_items: self.config.max_items,
             outbox: self.outbox.as_ref().map(|outbox| OutboxStats {
@@ -325,6 +322,14 @@ impl Actor for BatchActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.config.mailbox_capacity);
         self.recover(ctx);
+    }
+}
+
+impl Handler<MessageReceived> for BatchActor {
+    type Result = ();
+
+    fn handle(&mut self, event: MessageReceived, ctx: &mut Context<Self>) {
+        self.accept(event.item, self.config.status_interval, false, ctx);
     }
 }
 
@@ -418,6 +423,8 @@ pub struct BatchStats {
     pub qr: LaneStats,
     /// The status lane.
     pub status: LaneStats,
+    /// The incoming-message lane.
+    pub message: LaneStats,
     /// Whether a shutdown drain is under way.
     pub draining: bool,
     /// Configured batch size.

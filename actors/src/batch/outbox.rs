@@ -1,5 +1,5 @@
 //! The durable outbox: every item the batch actor accepts is written to a Redis hash per lane
-//! (session → `seq|item`) and leaves it only once Laravel acknowledged it (or refused it for good),
+//! (coalescing key, i.e. session or session/message → `seq|item`) and leaves it only once Laravel acknowledged it (or refused it for good),
 //! by a compare-and-delete on its sequence number, so a newer item is never deleted by an older
 //! acknowledgement. On start, whatever is in the hashes is delivered again (at-least-once).
 
@@ -51,28 +51,29 @@ impl DurableOutbox {
         // Serialising these plain types cannot fail; if it did, the item still travels in memory.
         if let Ok(json) = serde_json::to_string(item) {
             let key = self.keys.outbox(item.lane());
-            self.queue.journal().put(&key, &item.session_id, seq, json);
+            self.queue.journal().put(&key, &item.coalescing_key(), seq, json);
         }
     }
 
     /// Queues the removal of an item that left for good, unless a newer one replaced it.
-    pub fn forget(&mut self, lane: Lane, session_id: &str, seq: u64) {
+    pub fn forget(&mut self, lane: Lane, item_key: &str, seq: u64) {
         let key = self.keys.outbox(lane);
-        self.queue.journal().remove(&key, session_id, Some(seq));
+        self.queue.journal().remove(&key, item_key, Some(seq));
     }
 
-    /// Reads every stored item (both lanes). Unreadable entries are skipped.
+    /// Reads every stored item (every lane). Unreadable entries are skipped.
     pub fn load(
         &self,
     ) -> impl std::future::Future<Output = Result<Vec<StoredItem>, StoreError>> + 'static {
         let pool = self.pool.clone();
-        let keys = [self.keys.outbox(Lane::Qr), self.keys.outbox(Lane::Status)];
+        let keys = Lane::ALL.map(|lane| self.keys.outbox(lane));
         async move {
             let mut pipeline = redis::pipe();
             for key in &keys {
                 pipeline.hgetall(key);
             }
-            let (qrs, statuses): (HashEntries, HashEntries) = pool.pipeline(&pipeline).await?;
+            let (qrs, statuses, messages): (HashEntries, HashEntries, HashEntries) =
+                pool.pipeline(&pipeline).await?;
             let parse = |lane: Lane, entries: HashEntries| {
                 entries.into_iter().filter_map(move |(_, stored)| {
                     let (seq, json) = split_stored(&stored)?;
@@ -82,6 +83,7 @@ impl DurableOutbox {
             };
             Ok(parse(Lane::Qr, qrs)
                 .chain(parse(Lane::Status, statuses))
+                .chain(parse(Lane::Message, messages))
                 .collect())
         }
     }

@@ -251,6 +251,10 @@ impl CacheActor {
                 "outbox_status",
                 self.keys.outbox(crate::messages::Lane::Status),
             ),
+            (
+                "outbox_message",
+                self.keys.outbox(crate::messages::Lane::Message),
+            ),
             ("sessions", self.keys.sessions()),
         ];
         futures_util::future::Either::Right(async move {

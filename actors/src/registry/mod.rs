@@ -143,6 +143,7 @@ impl SessionRegistry {
             user_id: entry.user_id,
             generation: entry.generation,
             store_dir: self.store_root.join(session_id),
+            paired_before: entry.ever_connected,
             engine_factory: Arc::clone(&self.engine_factory),
             batch: self.batch.clone(),
             cache: self.cache.clone(),

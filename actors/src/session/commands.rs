@@ -22,7 +22,7 @@ pub enum SessionError {
 }
 
 /// Test hooks of the simulated engine, plus a deliberate crash of the actor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SimulateCommand {
     /// Passed to the engine.
     Engine(SimulatedAction),

@@ -9,7 +9,10 @@ use slog::warn;
 use super::{QrDecision, SessionActor, SessionState, qr_forwarding::qr_digest};
 use crate::{
     cache::CacheEntry,
-    messages::{EstadoQr, OutboundItem, Payload, QrCode, StatusChanged, Urgency, unix_millis},
+    messages::{
+        EstadoQr, IncomingMessage, MessageReceived, OutboundItem, Payload, QrCode, StatusChanged,
+        Urgency, unix_millis,
+    },
     qr_image::qr_data_url,
 };
 
@@ -113,14 +116,40 @@ impl SessionActor {
         }
     }
 
+    /// Hands an incoming message to the batch queue, waiting for room in its mailbox: engine
+    /// events queue up behind it meanwhile (backpressure up to the engine), nothing is dropped.
+    pub(super) fn on_message(
+        &mut self,
+        message: IncomingMessage,
+        timestamp: u64,
+        ctx: &mut Context<Self>,
+    ) {
+        let item = OutboundItem {
+            timestamp,
+            ..self.item(Payload::Message(message))
+        };
+        self.messages_received += 1;
+        ctx.wait(
+            self.batch
+                .send(MessageReceived { item })
+                .into_actor(self)
+                .map(|delivered, actor, _| {
+                    if delivered.is_err() {
+                        warn!(actor.log, "Batch queue gone: incoming message not forwarded.");
+                    }
+                }),
+        );
+    }
+
     pub(super) fn on_qr(&mut self, code: String, valid_for: Duration, ctx: &mut Context<Self>) {
         self.qr_count += 1;
         let now = Instant::now();
         self.last_qr_at = Some(now);
         self.current_qr = Some((code.clone(), now + valid_for));
+        self.next_retry_at = None;
         if matches!(
             self.state,
-            SessionState::Starting | SessionState::Connecting
+            SessionState::Starting | SessionState::Connecting | SessionState::Error
         ) {
             self.set_state(SessionState::Pending);
         }

@@ -1,7 +1,8 @@
 //! How a session's connection lives and ends: connected, dropped (reconnect with backoff),
-//! logged out or expired (finish), idle or too old (housekeeping).
+//! unreachable or reconnecting by the engine's own retries, refused for good, logged out or
+//! expired (finish), idle or too old (housekeeping).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::{info, warn};
@@ -33,6 +34,14 @@ pub(super) struct Ending {
 }
 
 impl Ending {
+    /// A session that was paired comes back without credentials: it ends as `inactive`.
+    pub(super) fn lost_credentials() -> Self {
+        Self::by_itself(
+            EstadoQr::Inactive,
+            "paired before, but its credentials are gone: not pairing again on restore",
+        )
+    }
+
     /// The session ends by itself, reports `report` and is forgotten.
     fn by_itself(report: EstadoQr, reason: impl Into<String>) -> Self {
         Self {
@@ -51,6 +60,7 @@ impl SessionActor {
         self.discard_held_qr(ctx);
         self.tell_cache(self.info_entry());
         self.reconnect_attempts = 0;
+        self.next_retry_at = None;
         self.connected_at = Some(Instant::now());
         self.set_state(SessionState::Active);
         info!(self.log, "Session connected.");
@@ -79,6 +89,43 @@ impl SessionActor {
                 self.reconnect_if_still_wanted(reason.as_str().to_string(), ctx);
             }
         }
+    }
+
+    /// The engine cannot reach WhatsApp and retries by itself: show `error`, the reason and the
+    /// next attempt. Never-paired sessions are still swept as expired after `pending_timeout`.
+    pub(super) fn on_unreachable(&mut self, error: String, retry_in: Duration) {
+        self.connected_at = None;
+        self.reconnect_attempts = self.reconnect_attempts.saturating_add(1);
+        if self.reconnect_attempts.is_power_of_two() {
+            warn!(self.log, "WhatsApp unreachable; the engine retries."; "error" => &error,
+                "attempt" => self.reconnect_attempts, "retry_in" => ?retry_in);
+        }
+        self.last_error = Some(error);
+        self.next_retry_at = Some(Instant::now() + retry_in);
+        self.set_state(SessionState::Error);
+    }
+
+    /// The link dropped and the engine reconnects by itself: show `connecting`.
+    pub(super) fn on_reconnecting(&mut self, reason: String) {
+        if self.connected_at.take().is_some() {
+            self.reconnects += 1;
+        }
+        info!(self.log, "Connection dropped; the engine reconnects."; "reason" => &reason);
+        self.last_error = Some(reason);
+        self.set_state(SessionState::Connecting);
+    }
+
+    /// WhatsApp refused the session for good: report `inactive` at once, keep the actor (and
+    /// credentials) in `failed` with the reason, and stop retrying.
+    pub(super) fn on_refused(&mut self, reason: String, ctx: &mut Context<Self>) {
+        warn!(self.log, "WhatsApp refused the session; not retrying."; "reason" => &reason);
+        self.connected_at = None;
+        self.next_retry_at = None;
+        self.discard_held_qr(ctx);
+        self.last_error = Some(reason);
+        self.set_state(SessionState::Failed);
+        self.report_status(EstadoQr::Inactive, Urgency::Urgent, ctx);
+        ctx.spawn(self.engine.shutdown().into_actor(self));
     }
 
     /// A connection closed without a logout: reconnect only if Laravel still wants the session

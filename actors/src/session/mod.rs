@@ -52,6 +52,8 @@ pub struct SessionSetup {
     pub generation: u64,
     /// Where its engine keeps credentials.
     pub store_dir: PathBuf,
+    /// It was connected before (restored): without credentials it must not pair again.
+    pub paired_before: bool,
     /// Builds its engine.
     pub engine_factory: Arc<dyn EngineFactory>,
     /// Where its events go.
@@ -112,6 +114,10 @@ pub struct SessionActor {
     reconnects: u64,
     /// The last error seen.
     last_error: Option<String>,
+    /// When the engine tries WhatsApp again, while it cannot reach it (state `error`).
+    next_retry_at: Option<Instant>,
+    /// Incoming messages handed to the batch queue.
+    messages_received: u64,
     /// When this actor started.
     started_at: Instant,
     /// When the connection opened, while active.
@@ -122,6 +128,8 @@ pub struct SessionActor {
     phone: Option<String>,
     /// Where the engine keeps this session's credentials; removed when the session is forgotten.
     store_dir: PathBuf,
+    /// Connected before this incarnation (restored): it must not start pairing again.
+    paired_before: bool,
     /// Tells the registry if this actor dies without a clean stop.
     death_notice: DeathNotice,
     /// Logger with the session id.
@@ -137,6 +145,7 @@ impl SessionActor {
                 session_id: setup.session_id.clone(),
                 user_id: setup.user_id,
                 store_dir: setup.store_dir.clone(),
+                paired_before: setup.paired_before,
             };
             let engine = setup.engine_factory.create(&spec, events);
             let death_notice = DeathNotice::new(
@@ -170,11 +179,14 @@ impl SessionActor {
                 reconnect_attempts: 0,
                 reconnects: 0,
                 last_error: None,
+                next_retry_at: None,
+                messages_received: 0,
                 started_at: now,
                 connected_at: None,
                 last_event_at: now,
                 phone: None,
                 store_dir: setup.store_dir,
+                paired_before: setup.paired_before,
                 death_notice,
                 log: setup.log,
             }
@@ -238,6 +250,10 @@ impl SessionActor {
             reconnect_attempts: self.reconnect_attempts,
             reconnects: self.reconnects,
             last_error: self.last_error.clone(),
+            next_retry_in_ms: self
+                .next_retry_at
+                .map(|at| millis(at.saturating_duration_since(now))),
+            messages_received: self.messages_received,
             mailbox_depth: self.event_backlog.load(Ordering::Relaxed),
             messages_sent: self.messages_sent,
             phone: self.phone.clone(),
@@ -257,6 +273,10 @@ impl Actor for SessionActor {
         info!(self.log, "Session started."; "engine" => self.engine.kind(), "generation" => self.generation);
         self.tell_cache(self.info_entry());
         ctx.run_interval(self.config.housekeeping_interval, Self::housekeeping);
+        if self.paired_before && !self.engine.has_credentials() {
+            // Pairing again is the user's decision (a new POST /start), not a restart's.
+            return self.finish(lifecycle::Ending::lost_credentials(), ctx);
+        }
         let Some(cache) = &self.cache else {
             return self.connect(ctx);
         };
@@ -295,6 +315,12 @@ impl StreamHandler<EngineEvent> for SessionActor {
             }
             EngineEvent::Connected => self.on_connected(ctx),
             EngineEvent::Disconnected { reason } => self.on_disconnected(reason, ctx),
+            EngineEvent::Unreachable { error, retry_in } => self.on_unreachable(error, retry_in),
+            EngineEvent::Reconnecting { reason } => self.on_reconnecting(reason),
+            EngineEvent::Refused { reason } => self.on_refused(reason, ctx),
+            EngineEvent::Message { message, timestamp } => {
+                self.on_message(message, timestamp, ctx)
+            }
         }
     }
 

@@ -14,6 +14,12 @@ pub enum SessionState {
     Pairing,
     /// The connection dropped; reconnecting with backoff.
     Connecting,
+    /// WhatsApp cannot be reached; the engine retries with capped backoff (see `last_error`
+    /// and `next_retry_in_ms`).
+    Error,
+    /// WhatsApp refused the session for good (replaced, banned, client outdated): no retries;
+    /// `last_error` says why. Delete it, or start it again once the cause is gone.
+    Failed,
     /// Connected.
     Active,
     /// Crashed; the registry restarts it after a backoff.
@@ -30,6 +36,8 @@ impl SessionState {
             SessionState::Pending => "pending",
             SessionState::Pairing => "pairing",
             SessionState::Connecting => "connecting",
+            SessionState::Error => "error",
+            SessionState::Failed => "failed",
             SessionState::Active => "active",
             SessionState::Restarting => "restarting",
             SessionState::Closed => "closed",
@@ -68,6 +76,10 @@ pub struct ActorInspection {
     pub reconnects: u64,
     /// The last error seen.
     pub last_error: Option<String>,
+    /// While WhatsApp cannot be reached: milliseconds until the engine's next attempt.
+    pub next_retry_in_ms: Option<u64>,
+    /// Incoming messages handed to the batch queue.
+    pub messages_received: u64,
     /// Engine events waiting for this actor (its mailbox depth for engine traffic).
     pub mailbox_depth: usize,
     /// Text messages sent.

@@ -336,7 +336,7 @@ impl Delivery {
     ) -> DeliveryOutcome {
         let (deferred, delivered): (Vec<_>, Vec<_>) = items
             .into_iter()
-            .partition(|item| failed_ids.contains(&item.session_id));
+            .partition(|item| failed_ids.contains(item.ack_id()));
         let mut stats = self.stats.borrow_mut();
         stats.stored += 1;
         if !deferred.is_empty() {

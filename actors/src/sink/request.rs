@@ -6,21 +6,23 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::messages::{Lane, OutboundItem, SessionId};
+use crate::messages::{Lane, OutboundItem};
 
 /// The endpoint of a lane, under the base URL.
 pub fn lane_path(lane: Lane) -> &'static str {
     match lane {
         Lane::Qr => "/qr/batch",
         Lane::Status => "/whatsapp/status/batch",
+        Lane::Message => "/whatsapp/messages/batch",
     }
 }
 
-/// `{"qrs":[...]}` or `{"statuses":[...]}`.
+/// `{"qrs":[...]}`, `{"statuses":[...]}` or `{"messages":[...]}`.
 pub fn batch_body(lane: Lane, items: &[OutboundItem]) -> Value {
     match lane {
         Lane::Qr => json!({ "qrs": items }),
         Lane::Status => json!({ "statuses": items }),
+        Lane::Message => json!({ "messages": items }),
     }
 }
 
@@ -29,6 +31,7 @@ pub fn single_item_path(lane: Lane) -> &'static str {
     match lane {
         Lane::Qr => "/qr",
         Lane::Status => "/whatsapp/status",
+        Lane::Message => "/whatsapp/messages",
     }
 }
 
@@ -48,10 +51,10 @@ pub fn request_for(
 /// How one request attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptResult {
-    /// Laravel stored the batch, except the sessions listed.
+    /// Laravel stored the batch, except the items listed.
     Stored {
-        /// Sessions Laravel could not store: retried.
-        failed_ids: HashSet<SessionId>,
+        /// Items Laravel could not store (sessions; message ids for messages): retried.
+        failed_ids: HashSet<String>,
     },
     /// Worth retrying the whole batch: network error, timeout, 5xx, 408, 429, or `failed` without ids.
     Retry {
@@ -200,5 +203,7 @@ mod tests {
     fn bodies_use_the_lane_key() {
         assert_eq!(batch_body(Lane::Qr, &[]), json!({"qrs": []}));
         assert_eq!(batch_body(Lane::Status, &[]), json!({"statuses": []}));
+        assert_eq!(batch_body(Lane::Message, &[]), json!({"messages": []}));
+        assert_eq!(lane_path(Lane::Message), "/whatsapp/messages/batch");
     }
 }
