@@ -204,6 +204,7 @@ impl Telemetry {
         for (lane, stats) in [
             ("qr", &snapshot.batch.qr),
             ("status", &snapshot.batch.status),
+            ("message", &snapshot.batch.message),
         ] {
             self.lane(lane, stats);
         }

@@ -51,6 +51,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         queues: QueueFigures {
             qr: lane(&batch.qr),
             status: lane(&batch.status),
+            incoming_messages: lane(&batch.message),
             message_queue: messages,
         },
         sessions,
@@ -78,6 +79,7 @@ pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
     Ok(HttpResponse::Ok().json(json!({
         "qr": batch.qr,
         "status": batch.status,
+        "message": batch.message,
         "draining": batch.draining,
         "maxItems": batch.max_items,
         "sink": sink,

@@ -50,6 +50,8 @@ pub struct QueueFigures {
     pub qr: LaneFigures,
     /// The status lane.
     pub status: LaneFigures,
+    /// The lane of incoming messages on their way to Laravel.
+    pub incoming_messages: LaneFigures,
     /// Outgoing text messages.
     pub message_queue: DispatchStats,
 }

@@ -81,10 +81,14 @@ impl DurableOutbox {
                     Some(StoredItem { lane, seq, item })
                 })
             };
-            Ok(parse(Lane::Qr, qrs)
+            // By sequence number: recovered items keep their arrival order (messages, in
+            // particular, stay in order per session).
+            let mut items: Vec<StoredItem> = parse(Lane::Qr, qrs)
                 .chain(parse(Lane::Status, statuses))
                 .chain(parse(Lane::Message, messages))
-                .collect())
+                .collect();
+            items.sort_unstable_by_key(|item| item.seq);
+            Ok(items)
         }
     }
 }

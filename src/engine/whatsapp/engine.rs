@@ -3,8 +3,12 @@
 //! unbounded hop (the library's event bus cannot wait) drained into the bounded session channel.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex, atomic::AtomicBool},
+    sync::{
+        Arc, LazyLock, Mutex, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use futures_util::future::LocalBoxFuture;
@@ -24,6 +28,31 @@ const STORE_FILE: &str = "whatsapp.db";
 /// Written with our JID once the phone paired; removed on logout.
 const PAIRED_MARKER: &str = "paired";
 
+/// The bot running on one session store, tagged with the engine that started it. Shared by the
+/// incarnations of a session (a restart after a crash builds a new engine), so two bots never
+/// run on one store: starting a bot stops whichever runs there first.
+type BotSlot = tokio::sync::Mutex<Option<(u64, BotHandle)>>;
+
+/// The slots of live engines by store directory; entries die with their last engine.
+static BOT_SLOTS: LazyLock<Mutex<HashMap<PathBuf, Weak<BotSlot>>>> = LazyLock::new(Mutex::default);
+
+/// Tags engines, so an engine only ever stops its own bot.
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The slot of `store_dir`, shared with any other live engine of the same session.
+fn bot_slot(store_dir: &std::path::Path) -> Arc<BotSlot> {
+    let mut slots = BOT_SLOTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(slot) = slots.get(store_dir).and_then(Weak::upgrade) {
+        return slot;
+    }
+    slots.retain(|_, slot| slot.strong_count() > 0);
+    let slot = Arc::new(BotSlot::new(None));
+    slots.insert(store_dir.to_path_buf(), Arc::downgrade(&slot));
+    slot
+}
+
 /// What the engine shares with the tasks it runs on the runtime.
 struct Shared {
     /// The runtime the bot runs on.
@@ -34,8 +63,11 @@ struct Shared {
     store_dir: PathBuf,
     /// The session's event channel.
     events: EventSender,
-    /// The running bot; a client is single-use, so each connect builds a new one.
-    bot: tokio::sync::Mutex<Option<BotHandle>>,
+    /// This engine's tag in the bot slot.
+    id: u64,
+    /// The bot running on this session's store; a client is single-use, so each connect
+    /// builds a new one.
+    bot: Arc<BotSlot>,
     /// The running bot's client, for commands.
     client: Mutex<Option<Arc<Client>>>,
 }
@@ -60,7 +92,8 @@ impl WhatsAppEngine {
                 settings,
                 store_dir: spec.store_dir.clone(),
                 events,
-                bot: tokio::sync::Mutex::new(None),
+                id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
+                bot: bot_slot(&spec.store_dir),
                 client: Mutex::new(None),
             }),
         }
@@ -94,10 +127,10 @@ impl Shared {
         self.store_dir.join(PAIRED_MARKER)
     }
 
-    /// Builds and starts a fresh bot, stopping the previous one first.
+    /// Builds and starts a fresh bot, stopping the previous one on this store first.
     async fn start_bot(self: Arc<Self>) -> Result<(), EngineError> {
         let mut running = self.bot.lock().await;
-        if let Some(previous) = running.take() {
+        if let Some((_, previous)) = running.take() {
             previous.shutdown().await;
         }
         std::fs::create_dir_all(&self.store_dir).map_err(|error| {
@@ -147,18 +180,30 @@ impl Shared {
                 }
             }
         });
-        *running = Some(bot.spawn());
+        *running = Some((self.id, bot.spawn()));
         Ok(())
     }
 
-    /// Stops the bot gracefully (flushing its store), keeping credentials.
+    /// Stops this engine's bot gracefully (flushing its store), keeping credentials.
     async fn stop_bot(self: Arc<Self>) {
         if let Ok(mut client) = self.client.lock() {
             client.take();
         }
-        if let Some(running) = self.bot.lock().await.take() {
-            running.shutdown().await;
+        let mut running = self.bot.lock().await;
+        if running.as_ref().is_some_and(|(owner, _)| *owner == self.id)
+            && let Some((_, bot)) = running.take()
+        {
+            bot.shutdown().await;
         }
+    }
+}
+
+/// An engine dropped without a shutdown (its session crashed) still stops its bot gracefully.
+impl Drop for WhatsAppEngine {
+    fn drop(&mut self) {
+        self.shared
+            .runtime
+            .spawn(Arc::clone(&self.shared).stop_bot());
     }
 }
 
