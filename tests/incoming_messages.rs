@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Behaviour, Laravel, PATIENCE, TestWasup, fast_config, redis::RedisServer, wait_until};
+use common::{
+    Behaviour, Laravel, PATIENCE, TestWasup, fast_config, redis::RedisServer, wait_until,
+};
 use serde_json::{Value, json};
 
 async fn paired_session(wasup: &TestWasup, laravel: &Laravel, user_id: u64) -> String {
@@ -51,12 +53,23 @@ async fn every_message_reaches_laravel_in_order_in_few_requests() {
     wait_for_messages(&laravel, &session_id, sent.len()).await;
 
     let stored = laravel.messages_of(&session_id);
-    assert_eq!(texts(&stored), sent.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        texts(&stored),
+        sent.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     let first = &stored[0];
     assert_eq!(first["from"], "34600000001@s.whatsapp.net");
     assert_eq!(first["type"], "text");
-    assert!(first["message_id"].as_str().is_some_and(|id| !id.is_empty()));
-    assert!(first["to"].as_str().is_some_and(|to| to.ends_with("@s.whatsapp.net")));
+    assert!(
+        first["message_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert!(
+        first["to"]
+            .as_str()
+            .is_some_and(|to| to.ends_with("@s.whatsapp.net"))
+    );
     assert!(first["timestamp"].as_u64().is_some());
     let requests = laravel.requests_to("/whatsapp/messages/batch");
     assert!(
@@ -65,8 +78,15 @@ async fn every_message_reaches_laravel_in_order_in_few_requests() {
         requests.len(),
         sent.len()
     );
-    assert!(requests.iter().all(|request| request.body["messages"].is_array()));
-    assert_eq!(wasup.inspect(&session_id).await["actor"]["messages_received"], 12);
+    assert!(
+        requests
+            .iter()
+            .all(|request| request.body["messages"].is_array())
+    );
+    assert_eq!(
+        wasup.inspect(&session_id).await["actor"]["messages_received"],
+        12
+    );
     let metrics = wasup.batch_metrics().await;
     assert_eq!(metrics["message"]["sent"], 12, "{metrics}");
     assert_eq!(metrics["message"]["coalesced"], 0, "{metrics}");
@@ -88,7 +108,10 @@ async fn a_message_laravel_could_not_store_is_retried_by_its_id() {
     laravel.set_behaviour(Behaviour::FailIds([first_id].into()));
     receive(&wasup, &session_id, "second").await;
     wait_for_messages(&laravel, &session_id, 2).await;
-    assert_eq!(texts(&laravel.messages_of(&session_id)), ["first", "second"]);
+    assert_eq!(
+        texts(&laravel.messages_of(&session_id)),
+        ["first", "second"]
+    );
 }
 
 #[actix_rt::test]
@@ -114,5 +137,8 @@ async fn messages_accepted_while_laravel_is_down_survive_a_restart() {
     laravel.set_behaviour(Behaviour::Store);
     let _second_run = TestWasup::start(config).await;
     wait_for_messages(&laravel, &session_id, 3).await;
-    assert_eq!(texts(&laravel.messages_of(&session_id)), ["uno", "dos", "tres"]);
+    assert_eq!(
+        texts(&laravel.messages_of(&session_id)),
+        ["uno", "dos", "tres"]
+    );
 }

@@ -47,7 +47,10 @@ async fn unreachable_whatsapp_shows_error_with_the_reason_and_keeps_retrying() {
     let inspection = wait_for_state(&wasup, &session_id, "error").await;
     assert_eq!(inspection["engine"], "whatsapp");
     let actor = &inspection["actor"];
-    let reason = actor["last_error"].as_str().unwrap_or_default().to_lowercase();
+    let reason = actor["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
     assert!(reason.contains("refused"), "reason: {reason}");
     assert!(
         actor["next_retry_in_ms"]

@@ -249,7 +249,10 @@ mod tests {
                 "type":"text","text":"hola","timestamp":3}))
         );
         let json = serde_json::to_string(&first).unwrap_or_default();
-        assert_eq!(serde_json::from_str::<OutboundItem>(&json).ok(), Some(first.clone()));
+        assert_eq!(
+            serde_json::from_str::<OutboundItem>(&json).ok(),
+            Some(first.clone())
+        );
         assert_eq!(first.lane(), Lane::Message);
         assert_eq!(first.ack_id(), "M1");
         assert_ne!(first.coalescing_key(), message("M2").coalescing_key());

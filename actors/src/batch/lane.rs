@@ -314,10 +314,13 @@ impl LaneQueue {
     ) -> Vec<Settled> {
         let in_flight = self.in_flight.take().unwrap_or_default();
         let sent_of = |item: &OutboundItem| {
-            in_flight.get(&item.coalescing_key()).copied().unwrap_or(Sent {
-                attempts: 0,
-                seq: 0,
-            })
+            in_flight
+                .get(&item.coalescing_key())
+                .copied()
+                .unwrap_or(Sent {
+                    attempts: 0,
+                    seq: 0,
+                })
         };
         self.counters.sent += outcome.delivered.len() as u64;
         self.counters.dead_lettered += outcome.dead_lettered.len() as u64;

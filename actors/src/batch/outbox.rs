@@ -51,7 +51,9 @@ impl DurableOutbox {
         // Serialising these plain types cannot fail; if it did, the item still travels in memory.
         if let Ok(json) = serde_json::to_string(item) {
             let key = self.keys.outbox(item.lane());
-            self.queue.journal().put(&key, &item.coalescing_key(), seq, json);
+            self.queue
+                .journal()
+                .put(&key, &item.coalescing_key(), seq, json);
         }
     }
 

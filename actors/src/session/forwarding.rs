@@ -135,7 +135,10 @@ impl SessionActor {
                 .into_actor(self)
                 .map(|delivered, actor, _| {
                     if delivered.is_err() {
-                        warn!(actor.log, "Batch queue gone: incoming message not forwarded.");
+                        warn!(
+                            actor.log,
+                            "Batch queue gone: incoming message not forwarded."
+                        );
                     }
                 }),
         );

@@ -318,9 +318,7 @@ impl StreamHandler<EngineEvent> for SessionActor {
             EngineEvent::Unreachable { error, retry_in } => self.on_unreachable(error, retry_in),
             EngineEvent::Reconnecting { reason } => self.on_reconnecting(reason),
             EngineEvent::Refused { reason } => self.on_refused(reason, ctx),
-            EngineEvent::Message { message, timestamp } => {
-                self.on_message(message, timestamp, ctx)
-            }
+            EngineEvent::Message { message, timestamp } => self.on_message(message, timestamp, ctx),
         }
     }
 

@@ -285,9 +285,9 @@ impl Engine for WhatsAppEngine {
         };
         let text = text.to_string();
         self.on_runtime(async move {
-            let jid: Jid = recipient
-                .parse()
-                .map_err(|error| EngineError::Failed(format!("bad recipient {recipient}: {error}")))?;
+            let jid: Jid = recipient.parse().map_err(|error| {
+                EngineError::Failed(format!("bad recipient {recipient}: {error}"))
+            })?;
             client
                 .send_text(jid, text)
                 .await
@@ -296,4 +296,3 @@ impl Engine for WhatsAppEngine {
         })
     }
 }
-

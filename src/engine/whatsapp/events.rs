@@ -295,7 +295,9 @@ mod tests {
     fn connection_events_map_to_the_session_lifecycle() {
         let state = MappingState::default();
         let exhausted = Event::PairingQrCodesExhausted(
-            PairingQrCodesExhausted::builder().disconnected(true).build(),
+            PairingQrCodesExhausted::builder()
+                .disconnected(true)
+                .build(),
         );
         assert_eq!(
             map_event(&exhausted, &state),

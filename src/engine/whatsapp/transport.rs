@@ -171,9 +171,8 @@ mod tests {
                 FakeEndpoint::DroppingLinks => {
                     let (sender, receiver) = async_channel::unbounded();
                     let _ = sender.try_send(TransportEvent::Connected);
-                    let _ = sender.try_send(TransportEvent::Disconnected(
-                        DisconnectReason::StreamEnded,
-                    ));
+                    let _ = sender
+                        .try_send(TransportEvent::Disconnected(DisconnectReason::StreamEnded));
                     Ok((Arc::new(SilentLink), receiver))
                 }
             }
