@@ -101,6 +101,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `trace`, `debug`, `info`, `warning`, `error` or `critical`.
     pub level: String,
+    /// The same, for what the WhatsApp library (whatsapp-rust) logs; `info` shows every
+    /// connection attempt and reconnect.
+    pub library_level: String,
 }
 
 impl Default for LogConfig {
@@ -108,6 +111,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Auto,
             level: "info".into(),
+            library_level: "warning".into(),
         }
     }
 }
@@ -142,11 +146,15 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return Err("http.max_body_bytes must be at least 1024".into());
         }
-        if self.log.level.parse::<slog::Level>().is_err() {
-            return Err(format!(
-                "log.level must be one of trace, debug, info, warning, error, critical; got {:?}",
-                self.log.level
-            ));
+        for (field, level) in [
+            ("log.level", &self.log.level),
+            ("log.library_level", &self.log.library_level),
+        ] {
+            if level.parse::<slog::Level>().is_err() {
+                return Err(format!(
+                    "{field} must be one of trace, debug, info, warning, error, critical; got {level:?}"
+                ));
+            }
         }
         self.engine.validate()?;
         self.laravel.validate()?;

@@ -1,4 +1,5 @@
 //! slog set-up: JSON lines in production (or when stdout is not a terminal), readable otherwise.
+//! What the WhatsApp library logs through the `log` facade joins the same stream.
 
 use std::io::IsTerminal;
 
@@ -32,5 +33,55 @@ pub fn build(config: &LogConfig) -> (Logger, slog_async::AsyncGuard) {
         .chan_size(LOG_CHANNEL_SIZE)
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
         .build_with_guard();
-    (Logger::root(drain.fuse(), o!("service" => "wasup")), guard)
+    let root = Logger::root(drain.fuse(), o!("service" => "wasup"));
+    let library_level: Level = config.library_level.parse().unwrap_or(Level::Warning);
+    // Only the first logger of the process gets the library's records (tests start many).
+    if log::set_boxed_logger(Box::new(LibraryLog(root.new(o!("source" => "library"))))).is_ok() {
+        log::set_max_level(level_filter(library_level));
+    }
+    (root, guard)
+}
+
+/// The `log` facade's records (whatsapp-rust and its crates), written through slog.
+struct LibraryLog(Logger);
+
+impl log::Log for LibraryLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Error => Level::Error,
+            log::Level::Warn => Level::Warning,
+            log::Level::Info => Level::Info,
+            log::Level::Debug => Level::Debug,
+            log::Level::Trace => Level::Trace,
+        };
+        let target = record.target();
+        let text = record.args().to_string();
+        match level {
+            Level::Error => slog::error!(self.0, "{}", text; "target" => target),
+            Level::Warning => slog::warn!(self.0, "{}", text; "target" => target),
+            Level::Info => slog::info!(self.0, "{}", text; "target" => target),
+            Level::Debug => slog::debug!(self.0, "{}", text; "target" => target),
+            _ => slog::trace!(self.0, "{}", text; "target" => target),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The `log` filter letting through what `level` allows.
+fn level_filter(level: Level) -> log::LevelFilter {
+    match level {
+        Level::Critical | Level::Error => log::LevelFilter::Error,
+        Level::Warning => log::LevelFilter::Warn,
+        Level::Info => log::LevelFilter::Info,
+        Level::Debug => log::LevelFilter::Debug,
+        Level::Trace => log::LevelFilter::Trace,
+    }
 }
