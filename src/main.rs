@@ -1,9 +1,11 @@
 //! The `wasup` binary: parse arguments, load config, run until SIGTERM/SIGINT, shut down cleanly.
+//! Under systemd (`Type=notify`) it reports READY=1 once listening and STOPPING=1 on shutdown.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use slog::{error, info};
+use sd_notify::NotifyState;
+use slog::{Logger, debug, error, info};
 use wasup::{Wasup, config};
 
 /// WhatsApp session supervisor: many WhatsApp Web sessions, one Laravel kept informed in batches.
@@ -49,8 +51,19 @@ fn main() -> ExitCode {
     let (log, _log_guard) = wasup::logging::build(&config.log);
     let system = actix_rt::System::new();
     let result = system.block_on(async {
+        // Handlers first: a SIGTERM right after READY=1 must already mean a clean shutdown.
+        let signal = shutdown_signal()?;
         let wasup = Wasup::start(config, log.clone()).await?;
-        wait_for_signal().await?;
+        let listening = format!("Listening on {}.", wasup.addr);
+        notify_systemd(&log, &[NotifyState::Ready, NotifyState::Status(&listening)]);
+        signal.await;
+        notify_systemd(
+            &log,
+            &[
+                NotifyState::Stopping,
+                NotifyState::Status("Stopping: flushing batches to Laravel."),
+            ],
+        );
         let report = wasup.shutdown().await;
         info!(log, "wasup stopped."; "flushed" => report.flushed, "pending" => report.pending);
         anyhow::Ok(())
@@ -65,14 +78,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Tells systemd about a state change (`Type=notify`); does nothing when NOTIFY_SOCKET is unset.
+/// A failure only costs systemd's view of the service, so it is logged, not fatal.
+fn notify_systemd(log: &Logger, states: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(false, states) {
+        debug!(log, "Cannot notify systemd."; "error" => %error);
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves when either arrives.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
