@@ -1,5 +1,8 @@
 //! What every request passes before its handler: the per-IP rate limit (429 with `Retry-After`)
 //! and the API key (`X-Api-Key`, compared in constant time; 401). `/health` is exempt from both.
+//! The QR page's login cookie ([`super::ui`]) stands in for the key; on a POST or DELETE only when
+//! the browser says the request comes from the same origin (else 403 `cross_origin`, against
+//! CSRF). `/ui` pages without a credential get the login form (HTML, 401) instead of JSON.
 
 use std::{
     collections::HashMap,
@@ -18,7 +21,7 @@ use actix_web::{
 };
 use subtle::ConstantTimeEq;
 
-use super::schema::ErrorBody;
+use super::{schema::ErrorBody, ui};
 
 /// Paths that need neither a key nor a rate-limit token.
 const OPEN_PATHS: [&str; 1] = ["/health"];
@@ -96,21 +99,57 @@ pub async fn guard(
             });
         return Ok(request.into_response(response).map_into_right_body());
     }
-    if !guard.api_key.is_empty() {
-        let given = request
-            .headers()
-            .get("x-api-key")
-            .map(|value| value.as_bytes())
-            .unwrap_or_default();
-        if !bool::from(given.ct_eq(guard.api_key.as_bytes())) {
-            let response = HttpResponse::Unauthorized().json(ErrorBody {
-                error: "missing or wrong X-Api-Key header".into(),
-                code: "unauthorized".into(),
-            });
-            return Ok(request.into_response(response).map_into_right_body());
-        }
+    if !guard.api_key.is_empty()
+        && let Some(response) = refusal(&request, &guard.api_key)
+    {
+        return Ok(request.into_response(response).map_into_right_body());
     }
     Ok(next.call(request).await?.map_into_left_body())
+}
+
+/// How a request proves it may use wasup.
+enum Credential {
+    /// The right `X-Api-Key`.
+    ApiKey,
+    /// A valid login cookie of the QR page.
+    Cookie,
+    /// Neither.
+    Missing,
+}
+
+/// The answer refusing `request` when a key is required, or `None` to let it through.
+fn refusal(request: &ServiceRequest, api_key: &str) -> Option<HttpResponse> {
+    let http = request.request();
+    let given = request
+        .headers()
+        .get("x-api-key")
+        .map(|value| value.as_bytes())
+        .unwrap_or_default();
+    let credential = if bool::from(given.ct_eq(api_key.as_bytes())) {
+        Credential::ApiKey
+    } else if ui::cookie_grants(http, api_key) {
+        Credential::Cookie
+    } else {
+        Credential::Missing
+    };
+    match credential {
+        Credential::ApiKey => None,
+        Credential::Cookie if request.method().is_safe() || ui::same_origin(http) => None,
+        Credential::Cookie => Some(
+            HttpResponse::Forbidden().json(ErrorBody {
+                error: "a cookie-authenticated POST or DELETE must come from wasup's own pages \
+                    (same origin); use X-Api-Key elsewhere"
+                    .into(),
+                code: "cross_origin".into(),
+            }),
+        ),
+        Credential::Missing if ui::is_public(http) => None,
+        Credential::Missing if ui::is_page(request.path()) => Some(ui::login_required(http)),
+        Credential::Missing => Some(HttpResponse::Unauthorized().json(ErrorBody {
+            error: "missing or wrong X-Api-Key header".into(),
+            code: "unauthorized".into(),
+        })),
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod qr;
 pub mod schema;
 mod sessions;
 mod simulate;
+mod ui;
 
 use std::{sync::Arc, time::Instant};
 
@@ -97,7 +98,8 @@ pub fn configure(
             .service(
                 resource("/cleanup-inactive-sessions")
                     .route(web::post().to(sessions::cleanup_inactive)),
-            );
+            )
+            .configure(ui::configure);
         if simulate_hooks {
             cfg.service(
                 resource("/sessions/{id}/simulate/scan").route(web::post().to(simulate::scan)),
@@ -110,7 +112,8 @@ pub fn configure(
                 resource("/sessions/{id}/simulate/crash").route(web::post().to(simulate::crash)),
             )
             .service(
-                resource("/sessions/{id}/simulate/message").route(web::post().to(simulate::message)),
+                resource("/sessions/{id}/simulate/message")
+                    .route(web::post().to(simulate::message)),
             )
             .service(
                 resource("/sessions/{id}/simulate/fail-messages")
