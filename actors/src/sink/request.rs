@@ -67,7 +67,7 @@ pub enum AttemptResult {
     },
     /// 413: the batch is too large for Laravel; split it.
     TooLarge,
-    /// A 4xx other than 408/413/429: the batch will never be accepted; dead-letter it.
+    /// A 4xx other than 401/403/408/413/429: the batch will never be accepted; dead-letter it.
     Rejected {
         /// The status code.
         status: u16,
@@ -95,12 +95,34 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Atte
             retry_after,
             breaker_failure: true,
         },
+        // Wrong token or secret: a configuration to fix, not data to drop. Kept and retried
+        // (the breaker opens meanwhile) until the configuration is right.
+        401 | 403 => AttemptResult::Retry {
+            reason: format!("HTTP {status}: check laravel.token and laravel.signing_secret"),
+            retry_after,
+            breaker_failure: true,
+        },
         _ => AttemptResult::Rejected { status },
     }
 }
 
 fn classify_stored(body: &[u8]) -> AttemptResult {
-    let answer: BatchAnswer = serde_json::from_slice(body).unwrap_or_default();
+    // An empty 2xx (e.g. 204) stores everything; a body that is not the SPEC's answer (an HTML
+    // login page behind a misrouted URL, say) is no acknowledgement: retry.
+    let answer: BatchAnswer = if body.trim_ascii().is_empty() {
+        BatchAnswer::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(answer) => answer,
+            Err(error) => {
+                return AttemptResult::Retry {
+                    reason: format!("unreadable answer from Laravel: {error}"),
+                    retry_after: None,
+                    breaker_failure: true,
+                };
+            }
+        }
+    };
     if let Some(ids) = answer.failed_ids {
         let failed_ids = ids
             .into_iter()
@@ -180,6 +202,28 @@ mod tests {
                 }
             ));
         }
+        for status in [401, 403] {
+            assert!(matches!(
+                classify(status, None, b""),
+                AttemptResult::Retry {
+                    breaker_failure: true,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            classify(200, None, b"<html>Login</html>"),
+            AttemptResult::Retry {
+                breaker_failure: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            classify(204, None, b""),
+            AttemptResult::Stored {
+                failed_ids: HashSet::new()
+            }
+        );
         assert_eq!(
             classify(422, None, b""),
             AttemptResult::Rejected { status: 422 }
