@@ -470,13 +470,14 @@ async fn requests_to_laravel_are_signed_with_the_shared_secret() {
     let timestamp: u64 = timestamp.parse().expect("unix seconds");
     let now = wasup_actors::messages::unix_millis() / 1000;
     assert!(now.abs_diff(timestamp) < 60, "fresh timestamp");
+    let key = request.idempotency_key.clone().expect("idempotency key");
     assert_eq!(
         signature,
-        wasup_actors::sink::signature("shh", timestamp, &request.raw_body)
+        wasup_actors::sink::request_signature("shh", timestamp, &key, &request.raw_body)
     );
     assert_ne!(
         signature,
-        wasup_actors::sink::signature("other", timestamp, &request.raw_body)
+        wasup_actors::sink::request_signature("other", timestamp, &key, &request.raw_body)
     );
 }
 

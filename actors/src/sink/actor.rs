@@ -13,7 +13,7 @@ use slog::{Logger, debug, warn};
 
 use super::{
     SinkConfig,
-    request::{AttemptResult, classify, parse_retry_after, request_for, signature},
+    request::{AttemptResult, classify, parse_retry_after, request_for, request_signature},
     retry::backoff_delay,
 };
 use crate::{
@@ -374,7 +374,12 @@ impl Delivery {
                 .insert_header(("X-Wasup-Timestamp", timestamp.to_string()))
                 .insert_header((
                     "X-Wasup-Signature",
-                    signature(&self.config.signing_secret, timestamp, body),
+                    request_signature(
+                        &self.config.signing_secret,
+                        timestamp,
+                        idempotency_key,
+                        body,
+                    ),
                 ));
         }
         let started = Instant::now();

@@ -15,7 +15,7 @@ pub struct SinkConfig {
     /// Send each item on its own to the legacy `POST /qr` / `POST /whatsapp/status` instead of
     /// batches (for a Laravel without the batch endpoints, and the benchmark's naive mode).
     pub single_item_calls: bool,
-    /// Shared secret for `X-Wasup-Signature` (HMAC-SHA256 of `"{timestamp}.{body}"`); empty signs nothing.
+    /// Shared secret for `X-Wasup-Signature` (HMAC-SHA256 of `"{timestamp}.{idempotency_key}.{body}"`); empty signs nothing.
     pub signing_secret: String,
     /// Whole-request timeout.
     #[serde(with = "humantime_serde")]

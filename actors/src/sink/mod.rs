@@ -10,5 +10,5 @@ mod retry;
 
 pub use actor::{Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, SinkStats};
 pub use config::SinkConfig;
-pub use request::{AttemptResult, batch_body, classify, signature};
+pub use request::{AttemptResult, batch_body, classify, request_signature, signature};
 pub use retry::backoff_delay;

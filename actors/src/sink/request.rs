@@ -146,14 +146,39 @@ fn classify_stored(body: &[u8]) -> AttemptResult {
     }
 }
 
-/// `sha256=<hex>`: HMAC-SHA256 with `secret` over `"{timestamp}.{body}"`, so a captured request
-/// cannot be replayed under a fresh timestamp. Laravel recomputes it and rejects stale timestamps.
+/// `sha256=<hex>`: HMAC-SHA256 with `secret` over `"{timestamp}.{body}"` (also used for values
+/// other than requests, e.g. the QR page's cookie).
 pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    hmac_hex(secret, &[timestamp.to_string().as_bytes(), b".", body])
+}
+
+/// The `X-Wasup-Signature` of a request: HMAC-SHA256 over `"{timestamp}.{idempotency_key}.{body}"`,
+/// so a captured request cannot be replayed under a fresh timestamp or another key, and two
+/// batches with the same body in the same second still differ. Laravel recomputes it over the
+/// raw body and rejects stale timestamps.
+pub fn request_signature(
+    secret: &str,
+    timestamp: u64,
+    idempotency_key: &str,
+    body: &[u8],
+) -> String {
+    let timestamp = timestamp.to_string();
+    let parts: [&[u8]; 5] = [
+        timestamp.as_bytes(),
+        b".",
+        idempotency_key.as_bytes(),
+        b".",
+        body,
+    ];
+    hmac_hex(secret, &parts)
+}
+
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    for part in parts {
+        mac.update(part);
+    }
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
@@ -241,6 +266,15 @@ mod tests {
             "sha256=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
         );
         assert_ne!(signature("secret", 1, b"{}"), signature("secret", 2, b"{}"));
+        // echo -n '1700000000.key-1.{}' | openssl dgst -sha256 -hmac secret
+        assert_eq!(
+            request_signature("secret", 1_700_000_000, "key-1", b"{}"),
+            "sha256=49f26fe132a40da774e29860d29febcc3526537b17e0df65a80d1bf9023da9d8"
+        );
+        assert_ne!(
+            request_signature("secret", 1, "key-1", b"{}"),
+            request_signature("secret", 1, "key-2", b"{}")
+        );
     }
 
     #[test]

@@ -11,9 +11,10 @@ use Illuminate\Http\Request;
 use Symfony\Component\HttpFoundation\Response;
 
 /**
- * `wasup.signed`: checks `X-Wasup-Signature: sha256=<hex HMAC-SHA256(secret, "{ts}.{raw body}")>`
- * and that `X-Wasup-Timestamp` (Unix seconds) is within the tolerance of this server's clock.
- * Replays of a valid signature inside that window are refused by `wasup.once`.
+ * `wasup.signed`: checks `X-Wasup-Signature: sha256=<hex HMAC-SHA256(secret,
+ * "{ts}.{Idempotency-Key}.{raw body}")>` and that `X-Wasup-Timestamp` (Unix seconds) is within
+ * the tolerance of this server's clock. The key is signed, so two batches with the same body in
+ * the same second still differ; replays of a valid signature are answered by `wasup.once`.
  * Without a signing secret configured, requests pass unsigned.
  */
 final class VerifyWasupSignature
@@ -36,7 +37,9 @@ final class VerifyWasupSignature
         if ($skew > Settings::timestampTolerance()) {
             return Responses::error(401, 'Stale or future X-Wasup-Timestamp.', ['skew_seconds' => $skew]);
         }
-        $expected = 'sha256=' . hash_hmac('sha256', $timestamp . '.' . $request->getContent(), $secret);
+        $key = (string) $request->header('Idempotency-Key', '');
+        $signed = $timestamp . '.' . $key . '.' . $request->getContent();
+        $expected = 'sha256=' . hash_hmac('sha256', $signed, $secret);
         if (!hash_equals($expected, $signature)) {
             return Responses::error(401, 'Bad X-Wasup-Signature.');
         }
