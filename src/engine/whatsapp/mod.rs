@@ -28,6 +28,9 @@ pub struct WhatsAppSettings {
     pub url: String,
     /// Threads of the runtime every connection shares; 0 means one per core.
     pub worker_threads: usize,
+    /// Most threads for the library's blocking work (SQLite stores, HTTP version checks); more
+    /// work waits for one. Idle ones exit after 10 s.
+    pub max_blocking_threads: usize,
     /// One connection attempt gives up after this long (the session then shows `error`).
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -40,6 +43,7 @@ impl Default for WhatsAppSettings {
         Self {
             url: WHATSAPP_WEB_URL.into(),
             worker_threads: 0,
+            max_blocking_threads: 64,
             connect_timeout: Duration::from_secs(15),
             skip_history_sync: true,
         }
@@ -55,6 +59,9 @@ impl WhatsAppSettings {
                 self.url
             ));
         }
+        if self.max_blocking_threads == 0 {
+            return Err("engine.whatsapp.max_blocking_threads must be at least 1".into());
+        }
         if self.connect_timeout.is_zero() {
             return Err("engine.whatsapp.connect_timeout must be above zero".into());
         }
@@ -66,13 +73,14 @@ impl WhatsAppSettings {
 /// for the life of the process (dropping a runtime inside async code would panic).
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
 
-fn shared_runtime(worker_threads: usize) -> Result<Handle, String> {
+fn shared_runtime(settings: &WhatsAppSettings) -> Result<Handle, String> {
     let built = RUNTIME.get_or_init(|| {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if worker_threads > 0 {
-            builder.worker_threads(worker_threads);
+        if settings.worker_threads > 0 {
+            builder.worker_threads(settings.worker_threads);
         }
         builder
+            .max_blocking_threads(settings.max_blocking_threads)
             .thread_name("whatsapp")
             .enable_all()
             .build()
@@ -95,7 +103,7 @@ pub struct WhatsAppEngineFactory {
 impl WhatsAppEngineFactory {
     /// A factory; starts the shared runtime if this is the first.
     pub fn new(settings: WhatsAppSettings) -> anyhow::Result<Self> {
-        let runtime = shared_runtime(settings.worker_threads).map_err(anyhow::Error::msg)?;
+        let runtime = shared_runtime(&settings).map_err(anyhow::Error::msg)?;
         Ok(Self {
             settings: Arc::new(settings),
             runtime,
