@@ -347,15 +347,22 @@ async fn shutdown_flushes_every_pending_item_before_it_returns() {
 }
 
 #[actix_rt::test]
-async fn an_idle_session_is_removed_as_inactive() {
+async fn a_quiet_connected_session_is_not_idle_but_a_dead_one_is() {
     let laravel = Laravel::start().await;
     let mut config = fast_config(&laravel.url);
     config.sessions.idle_ttl = Duration::from_millis(300);
     config.sessions.housekeeping_interval = Duration::from_millis(50);
+    // A dropped connection retries only after a long while: no engine event meanwhile.
+    config.sessions.reconnect_base = Duration::from_secs(60);
+    config.sessions.reconnect_max = Duration::from_secs(60);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
     wasup.scan(&session_id).await;
     laravel.wait_status(&session_id, "active").await;
+    actix_rt::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(wasup.inspect(&session_id).await["state"], "active");
+
+    wasup.disconnect(&session_id, "connection_lost").await;
     laravel.wait_status(&session_id, "inactive").await;
     wasup.wait_removed(&session_id).await;
 }

@@ -92,14 +92,68 @@ pub enum EngineEvent {
         /// WhatsApp's reason, readable.
         reason: String,
     },
-    /// A message arrived.
-    Message {
-        /// The message.
-        message: IncomingMessage,
-        /// When it was sent, in milliseconds since the Unix epoch.
-        timestamp: u64,
+    /// Messages arrived, in order. The engine holds WhatsApp's acknowledgement until `ack` is
+    /// confirmed (the messages are in the durable outbox); unconfirmed, WhatsApp redelivers them.
+    Messages {
+        /// The messages.
+        messages: Vec<ReceivedMessage>,
+        /// Confirmed once they are safe.
+        ack: MessagesAck,
     },
 }
+
+/// One received message and when it was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The message.
+    pub message: IncomingMessage,
+    /// When it was sent, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+}
+
+/// Answered once received messages are safe; dropped unanswered, it tells the engine they are
+/// not (the engine then lets WhatsApp redeliver them).
+#[derive(Clone, Debug)]
+pub struct MessagesAck(Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>);
+
+impl MessagesAck {
+    /// An acknowledgement and the receiver the engine waits on.
+    pub fn new() -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        (
+            Self(Arc::new(std::sync::Mutex::new(Some(sender)))),
+            receiver,
+        )
+    }
+
+    /// An acknowledgement nobody waits for (an engine without redelivery).
+    pub fn unobserved() -> Self {
+        Self(Arc::new(std::sync::Mutex::new(None)))
+    }
+
+    /// Tells the engine the messages are safe.
+    pub fn confirm(&self) {
+        if let Some(sender) = self.0.lock().ok().and_then(|mut sender| sender.take()) {
+            let _ = sender.send(());
+        }
+    }
+
+    /// Whether the engine still waits for it.
+    pub fn is_awaited(&self) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .is_some_and(|sender| sender.as_ref().is_some_and(|sender| !sender.is_closed()))
+    }
+}
+
+impl PartialEq for MessagesAck {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MessagesAck {}
 
 /// Failures of engine commands.
 #[derive(Debug, thiserror::Error)]
@@ -265,4 +319,29 @@ pub fn event_channel() -> (EventSender, EventReceiver) {
         },
         EventReceiver { receiver, backlog },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_acknowledgement_is_answered_once_and_dropped_unanswered_means_no() {
+        let (ack, confirmed) = MessagesAck::new();
+        let copy = ack.clone();
+        assert!(ack.is_awaited());
+        copy.confirm();
+        copy.confirm();
+        assert!(!ack.is_awaited());
+        assert_eq!(confirmed.blocking_recv(), Ok(()));
+
+        let (ack, refused) = MessagesAck::new();
+        drop(ack);
+        assert!(refused.blocking_recv().is_err());
+
+        let (ack, waiting) = MessagesAck::new();
+        drop(waiting);
+        assert!(!ack.is_awaited(), "nobody waits once the engine gave up");
+        assert!(!MessagesAck::unobserved().is_awaited());
+    }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use wasup_actors::engine::{
     DisconnectReason, Engine, EngineError, EngineEvent, EngineFactory, EngineSpec, EventSender,
-    SimulatedAction,
+    MessagesAck, ReceivedMessage, SimulatedAction,
 };
 use wasup_actors::messages::{IncomingMessage, unix_millis};
 use wasup_actors::session::fnv1a;
@@ -199,15 +199,18 @@ impl SimulatedEngine {
                 format!("{number}@s.whatsapp.net")
             }
         };
-        let event = EngineEvent::Message {
-            message: IncomingMessage {
-                message_id: format!("3EB0{:016X}", fastrand::u64(..)),
-                from: jid(&from),
-                to: jid(&self.credentials.phone().unwrap_or_default()),
-                kind: "text".into(),
-                text: Some(text),
-            },
-            timestamp: unix_millis(),
+        let event = EngineEvent::Messages {
+            messages: vec![ReceivedMessage {
+                message: IncomingMessage {
+                    message_id: format!("3EB0{:016X}", fastrand::u64(..)),
+                    from: jid(&from),
+                    to: jid(&self.credentials.phone().unwrap_or_default()),
+                    kind: "text".into(),
+                    text: Some(text),
+                },
+                timestamp: unix_millis(),
+            }],
+            ack: MessagesAck::unobserved(),
         };
         let events = self.events.clone();
         actix_rt::spawn(async move {

@@ -265,34 +265,37 @@ impl LaneQueue {
 
     /// Takes the next batch: the `max_items` items due soonest. Call only when [`is_ready`](Self::is_ready).
     pub fn take_batch(&mut self, max_items: usize) -> Vec<OutboundItem> {
-        // Pick urgent items first, then the soonest due (the batch keeps arrival order).
-        let mut order: Vec<(bool, Instant, usize)> = self
+        // Pick urgent items first, then the soonest due, then the oldest (by sequence number, not
+        // position: removals reorder positions); the batch goes in arrival order.
+        let mut order: Vec<(bool, Instant, u64, usize)> = self
             .waiting
             .values()
             .enumerate()
-            .map(|(index, waiting)| (!waiting.urgent, waiting.due, index))
+            .map(|(index, waiting)| (!waiting.urgent, waiting.due, waiting.seq, index))
             .collect();
         if order.len() > max_items {
             order.select_nth_unstable(max_items - 1);
             order.truncate(max_items);
         }
-        order.sort_unstable_by_key(|&(_, _, index)| std::cmp::Reverse(index));
+        // Remove from the back first, so the positions still to remove stay valid.
+        order.sort_unstable_by_key(|&(_, _, _, index)| std::cmp::Reverse(index));
         let mut in_flight = HashMap::with_capacity(order.len());
-        let mut batch = Vec::with_capacity(order.len());
-        for (_, _, index) in order {
+        let mut taken = Vec::with_capacity(order.len());
+        for (_, _, seq, index) in order {
             if let Some((key, waiting)) = self.waiting.swap_remove_index(index) {
                 self.forget_waiting(&waiting);
                 in_flight.insert(
                     key,
                     Sent {
                         attempts: waiting.attempts,
-                        seq: waiting.seq,
+                        seq,
                     },
                 );
-                batch.push(waiting.item);
+                taken.push((seq, index, waiting.item));
             }
         }
-        batch.reverse();
+        taken.sort_unstable_by_key(|&(seq, index, _)| (seq, index));
+        let batch: Vec<OutboundItem> = taken.into_iter().map(|(_, _, item)| item).collect();
         self.in_flight = Some(in_flight);
         self.blocked_until = None;
         self.counters.batches += 1;
@@ -499,6 +502,33 @@ mod tests {
         let batch = lane.take_batch(10);
         assert!(batch.contains(&status("a", EstadoQr::Active)));
         assert!(batch.contains(&status("b", EstadoQr::Pending)));
+    }
+
+    #[test]
+    fn items_due_together_leave_in_arrival_order_across_batches() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Status);
+        for seq in 1..=5u64 {
+            lane.push(
+                status(&format!("s{seq}"), EstadoQr::Pending),
+                seq,
+                now,
+                false,
+                100,
+            );
+        }
+        let mut sent = Vec::new();
+        while lane.pending() > 0 {
+            let batch = lane.take_batch(2);
+            sent.extend(batch.iter().map(|item| item.session_id.clone()));
+            let outcome = DeliveryOutcome {
+                delivered: batch,
+                ..DeliveryOutcome::default()
+            };
+            lane.settle(outcome, now, Duration::from_secs(1), Duration::from_secs(8));
+        }
+        assert_eq!(sent, ["s1", "s2", "s3", "s4", "s5"]);
+        assert!(holds_invariant(&lane));
     }
 
     #[test]

@@ -137,9 +137,13 @@ impl BatchActor {
         // taking a slot, so urgent traffic cannot starve the QR lane.
         let mut order = Lane::ALL;
         order.sort_by_key(|lane| std::cmp::Reverse(self.lanes[lane.index()].pending()));
+        // Messages wait for what an earlier run left in the outbox, so they stay in order.
+        let recovering = self.outbox.as_ref().is_some_and(|outbox| !outbox.recovered);
         for lane in order {
             let queue = &self.lanes[lane.index()];
-            if !queue.is_ready(now, self.config.max_items, self.draining) {
+            if !queue.is_ready(now, self.config.max_items, self.draining)
+                || (lane == Lane::Message && recovering)
+            {
                 continue;
             }
             if now >= self.next_request_at {

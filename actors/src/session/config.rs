@@ -21,7 +21,8 @@ pub struct SessionConfig {
     /// How often sessions that were connected but are not any more are removed (`inactive`).
     #[serde(with = "humantime_serde")]
     pub not_connected_sweep_interval: Duration,
-    /// A session with no engine event for this long is removed (`inactive`).
+    /// A session not connected and with no engine event for this long is removed (`inactive`),
+    /// keeping its credentials.
     #[serde(with = "humantime_serde")]
     pub idle_ttl: Duration,
     /// A session is renewed (restarted with its credentials) after this long.

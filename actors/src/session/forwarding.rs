@@ -1,5 +1,6 @@
-//! How a session hands its QR codes and statuses on: render, dedupe, throttle, and hold what
-//! the full batch mailbox cannot take yet (the latest per lane), retrying shortly.
+//! How a session hands its QR codes, statuses and received messages on: render, dedupe,
+//! throttle, and hold what the full batch mailbox cannot take yet (the latest per lane),
+//! retrying shortly; received messages are confirmed to the engine once in the durable outbox.
 
 use std::time::{Duration, Instant};
 
@@ -8,16 +9,29 @@ use slog::warn;
 
 use super::{QrDecision, SessionActor, SessionState, qr_forwarding::qr_digest};
 use crate::{
+    batch::FlushOutbox,
     cache::CacheEntry,
+    engine::{MessagesAck, ReceivedMessage},
     messages::{
-        EstadoQr, IncomingMessage, MessageReceived, OutboundItem, Payload, QrCode, StatusChanged,
-        Urgency, unix_millis,
+        EstadoQr, MessageReceived, OutboundItem, Payload, QrCode, StatusChanged, Urgency,
+        unix_millis,
     },
     qr_image::qr_data_url,
 };
 
 /// How soon a session retries handing an event to a full batch mailbox.
 const FULL_MAILBOX_RETRY: Duration = Duration::from_millis(20);
+
+/// Acknowledgements of received messages the engine waits for: confirmed together once the
+/// outbox write that covers them is done. One write is awaited at a time per session, so what
+/// waits is bounded by the engine's pending deliveries (abandoned ones are dropped).
+#[derive(Default)]
+pub(super) struct Unconfirmed {
+    /// Waiting for the next outbox write.
+    waiting: Vec<MessagesAck>,
+    /// Whether a write is awaited.
+    flushing: bool,
+}
 
 /// Events the batch mailbox could not take yet; the latest per lane is kept.
 #[derive(Default)]
@@ -116,32 +130,66 @@ impl SessionActor {
         }
     }
 
-    /// Hands an incoming message to the batch queue, waiting for room in its mailbox: engine
-    /// events queue up behind it meanwhile (backpressure up to the engine), nothing is dropped.
-    pub(super) fn on_message(
+    /// Hands received messages to the batch queue in order, waiting for room in its mailbox
+    /// (engine events queue up behind them meanwhile), then confirms them to the engine once the
+    /// outbox holds them. Unconfirmed (a failure, or the session closing), WhatsApp redelivers.
+    pub(super) fn on_messages(
         &mut self,
-        message: IncomingMessage,
-        timestamp: u64,
+        messages: Vec<ReceivedMessage>,
+        ack: MessagesAck,
         ctx: &mut Context<Self>,
     ) {
-        let item = OutboundItem {
-            timestamp,
-            ..self.item(Payload::Message(message))
-        };
-        self.messages_received += 1;
+        let items: Vec<MessageReceived> = messages
+            .into_iter()
+            .map(|received| MessageReceived {
+                item: OutboundItem {
+                    timestamp: received.timestamp,
+                    ..self.item(Payload::Message(received.message))
+                },
+            })
+            .collect();
+        self.messages_received += items.len() as u64;
+        let batch = self.batch.clone();
         ctx.wait(
-            self.batch
-                .send(MessageReceived { item })
-                .into_actor(self)
-                .map(|delivered, actor, _| {
-                    if delivered.is_err() {
-                        warn!(
-                            actor.log,
-                            "Batch queue gone: incoming message not forwarded."
-                        );
-                    }
-                }),
+            async move {
+                for item in items {
+                    batch.send(item).await?;
+                }
+                Ok::<_, MailboxError>(())
+            }
+            .into_actor(self)
+            .map(move |accepted, actor, ctx| match accepted {
+                Ok(()) => {
+                    actor.unconfirmed.waiting.retain(MessagesAck::is_awaited);
+                    actor.unconfirmed.waiting.push(ack);
+                    actor.confirm_when_persisted(ctx);
+                }
+                Err(error) => {
+                    warn!(actor.log, "Batch queue gone: received messages not forwarded."; "error" => %error);
+                }
+            }),
         );
+    }
+
+    /// Awaits one outbox write for the waiting acknowledgements, then confirms them; repeats
+    /// while more arrived meanwhile.
+    fn confirm_when_persisted(&mut self, ctx: &mut Context<Self>) {
+        if self.unconfirmed.flushing || self.unconfirmed.waiting.is_empty() {
+            return;
+        }
+        self.unconfirmed.flushing = true;
+        let covered = std::mem::take(&mut self.unconfirmed.waiting);
+        self.batch
+            .send(FlushOutbox)
+            .into_actor(self)
+            .map(move |written, actor, ctx| {
+                actor.unconfirmed.flushing = false;
+                if written.is_ok() {
+                    covered.iter().for_each(MessagesAck::confirm);
+                }
+                actor.confirm_when_persisted(ctx);
+            })
+            .spawn(ctx);
     }
 
     pub(super) fn on_qr(&mut self, code: String, valid_for: Duration, ctx: &mut Context<Self>) {

@@ -94,6 +94,10 @@ impl SessionActor {
     /// The engine cannot reach WhatsApp and retries by itself: show `error`, the reason and the
     /// next attempt. Never-paired sessions are still swept as expired after `pending_timeout`.
     pub(super) fn on_unreachable(&mut self, error: String, retry_in: Duration) {
+        if self.state == SessionState::Failed {
+            // The link closing after WhatsApp's refusal: no retry follows.
+            return;
+        }
         self.connected_at = None;
         self.reconnect_attempts = self.reconnect_attempts.saturating_add(1);
         if self.reconnect_attempts.is_power_of_two() {
@@ -107,6 +111,9 @@ impl SessionActor {
 
     /// The link dropped and the engine reconnects by itself: show `connecting`.
     pub(super) fn on_reconnecting(&mut self, reason: String) {
+        if self.state == SessionState::Failed {
+            return;
+        }
         if self.connected_at.take().is_some() {
             self.reconnects += 1;
         }
@@ -250,8 +257,16 @@ impl SessionActor {
                 ..Ending::by_itself(EstadoQr::Inactive, "max lifetime reached: renewing")
             };
             self.finish(renewal, ctx);
-        } else if self.last_event_at.elapsed() >= self.config.idle_ttl {
-            self.finish(Ending::by_itself(EstadoQr::Inactive, "idle"), ctx);
+        } else if self.state != SessionState::Active
+            && self.last_event_at.elapsed() >= self.config.idle_ttl
+        {
+            // A live connection is not idle, however quiet the phone. An idle one ends, but its
+            // credentials stay: starting the same session id again reconnects without a QR.
+            let idle = Ending {
+                forget_store: false,
+                ..Ending::by_itself(EstadoQr::Inactive, "idle")
+            };
+            self.finish(idle, ctx);
         }
     }
 }

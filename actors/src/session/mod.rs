@@ -118,6 +118,8 @@ pub struct SessionActor {
     next_retry_at: Option<Instant>,
     /// Incoming messages handed to the batch queue.
     messages_received: u64,
+    /// Acknowledgements of received messages waiting for the outbox write in flight.
+    unconfirmed: forwarding::Unconfirmed,
     /// When this actor started.
     started_at: Instant,
     /// When the connection opened, while active.
@@ -181,6 +183,7 @@ impl SessionActor {
                 last_error: None,
                 next_retry_at: None,
                 messages_received: 0,
+                unconfirmed: forwarding::Unconfirmed::default(),
                 started_at: now,
                 connected_at: None,
                 last_event_at: now,
@@ -318,7 +321,7 @@ impl StreamHandler<EngineEvent> for SessionActor {
             EngineEvent::Unreachable { error, retry_in } => self.on_unreachable(error, retry_in),
             EngineEvent::Reconnecting { reason } => self.on_reconnecting(reason),
             EngineEvent::Refused { reason } => self.on_refused(reason, ctx),
-            EngineEvent::Message { message, timestamp } => self.on_message(message, timestamp, ctx),
+            EngineEvent::Messages { messages, ack } => self.on_messages(messages, ack, ctx),
         }
     }
 

@@ -21,7 +21,11 @@ use whatsapp_rust::{
     transport::TokioWebSocketTransportFactory,
 };
 
-use super::{WhatsAppSettings, events::SessionEventHandler, transport::ReportingTransportFactory};
+use super::{
+    WhatsAppSettings,
+    events::{MappingState, MessageHook, SessionEventHandler},
+    transport::ReportingTransportFactory,
+};
 
 /// The SQLite file of a session's credentials and Signal keys, in its store directory.
 const STORE_FILE: &str = "whatsapp.db";
@@ -70,6 +74,8 @@ struct Shared {
     bot: Arc<BotSlot>,
     /// The running bot's client, for commands.
     client: Mutex<Option<Arc<Client>>>,
+    /// The task passing the running bot's events on to the session.
+    forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// One WhatsApp Web session on whatsapp-rust.
@@ -95,6 +101,7 @@ impl WhatsAppEngine {
                 id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
                 bot: bot_slot(&spec.store_dir),
                 client: Mutex::new(None),
+                forwarder: Mutex::new(None),
             }),
         }
     }
@@ -146,12 +153,14 @@ impl Shared {
         let (mapped, mut mapped_events) = mpsc::unbounded_channel();
         let own_jid = std::fs::read_to_string(self.paired_marker()).ok();
         let established = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(MappingState::new(own_jid));
         let handler = SessionEventHandler::new(
+            Arc::clone(&state),
             mapped.clone(),
             self.paired_marker(),
-            own_jid,
             Arc::clone(&established),
         );
+        let message_hook = MessageHook::new(state, mapped.clone());
         let transport = ReportingTransportFactory::new(
             TokioWebSocketTransportFactory::new().with_url(self.settings.url.clone()),
             self.settings.connect_timeout,
@@ -161,7 +170,8 @@ impl Shared {
         let mut builder = Bot::builder()
             .with_backend(store)
             .with_transport_factory(transport)
-            .with_event_handler(handler);
+            .with_event_handler(handler)
+            .with_inbound_durability_hook(message_hook);
         if self.settings.skip_history_sync {
             builder = builder.skip_history_sync();
         }
@@ -173,13 +183,21 @@ impl Shared {
             *client = Some(bot.client());
         }
         let events = self.events.clone();
-        tokio::spawn(async move {
+        let forwarder = tokio::spawn(async move {
             while let Some(event) = mapped_events.recv().await {
                 if events.send(event).await.is_err() {
                     break;
                 }
             }
         });
+        if let Some(previous) = self
+            .forwarder
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.replace(forwarder))
+        {
+            previous.abort();
+        }
         *running = Some((self.id, bot.spawn()));
         Ok(())
     }
@@ -188,6 +206,9 @@ impl Shared {
     async fn stop_bot(self: Arc<Self>) {
         if let Ok(mut client) = self.client.lock() {
             client.take();
+        }
+        if let Some(forwarder) = self.forwarder.lock().ok().and_then(|mut slot| slot.take()) {
+            forwarder.abort();
         }
         let mut running = self.bot.lock().await;
         if running.as_ref().is_some_and(|(owner, _)| *owner == self.id)

@@ -7,16 +7,19 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
+    time::Duration,
 };
 
 use tokio::sync::mpsc::UnboundedSender;
 use wasup_actors::{
-    engine::{DisconnectReason, EngineEvent},
+    engine::{DisconnectReason, EngineEvent, MessagesAck, ReceivedMessage},
     messages::IncomingMessage,
 };
 use whatsapp_rust::{
-    prelude::{Event, EventHandler, InboundMessage, wa},
+    InboundDurabilityHook, anyhow, async_trait,
+    prelude::{Client, Event, EventHandler, InboundMessage, wa},
     wacore::proto_helpers::MessageExt,
+    wacore_binary::jid::JidExt,
 };
 
 /// What the mapping remembers between events of one connection.
@@ -56,9 +59,12 @@ pub fn map_event(event: &Event, state: &MappingState) -> Vec<EngineEvent> {
             index: state.qr_index.fetch_add(1, Ordering::Relaxed),
             valid_for: qr.timeout,
         },
-        Event::PairingQrCodesExhausted(_) => EngineEvent::Disconnected {
-            reason: DisconnectReason::TimedOut,
-        },
+        // Without `disconnected`, a pairing-code flow is still under way on the open socket.
+        Event::PairingQrCodesExhausted(exhausted) if exhausted.disconnected => {
+            EngineEvent::Disconnected {
+                reason: DisconnectReason::TimedOut,
+            }
+        }
         Event::PairSuccess(paired) => {
             state.qr_index.store(0, Ordering::Relaxed);
             state.learn_own_jid(format!("{}@s.whatsapp.net", paired.id.user));
@@ -109,33 +115,43 @@ pub fn map_event(event: &Event, state: &MappingState) -> Vec<EngineEvent> {
                 EngineEvent::Refused { reason }
             }
         }
-        Event::Messages(batch) => {
-            return batch
-                .messages
-                .iter()
-                .filter(|inbound| !inbound.info.source.is_from_me)
-                .map(|inbound| incoming(inbound, state))
-                .collect();
-        }
+        // Messages come through the durability hook ([`MessageHook`]), not the event bus.
         _ => return Vec::new(),
     };
     vec![single]
 }
 
-/// One received message as Laravel gets it.
-fn incoming(inbound: &InboundMessage, state: &MappingState) -> EngineEvent {
+/// The messages of a delivery that Laravel gets: not our own, not status updates.
+pub fn received_messages(batch: &[InboundMessage], state: &MappingState) -> Vec<ReceivedMessage> {
+    batch
+        .iter()
+        .filter(|inbound| {
+            let source = &inbound.info.source;
+            !source.is_from_me && !source.chat.is_status_broadcast()
+        })
+        .map(|inbound| received(inbound, state))
+        .collect()
+}
+
+/// One received message as Laravel gets it: the sender as a phone JID without device suffix
+/// (the phone-number form when WhatsApp addressed it by LID).
+fn received(inbound: &InboundMessage, state: &MappingState) -> ReceivedMessage {
     let info = &inbound.info;
     let source = &info.source;
     let to = if source.is_group {
-        source.chat.to_string()
+        source.chat.to_non_ad_string()
     } else {
         state.own_jid().unwrap_or_default()
     };
+    let sender = match &source.sender_alt {
+        Some(phone) if source.sender.is_lid() => phone,
+        _ => &source.sender,
+    };
     let message = inbound.message.get_base_message();
-    EngineEvent::Message {
+    ReceivedMessage {
         message: IncomingMessage {
             message_id: info.id.to_string(),
-            from: source.sender.to_string(),
+            from: sender.to_non_ad_string(),
             to,
             kind: message_kind(message).to_string(),
             text: message
@@ -172,11 +188,54 @@ pub fn message_kind(message: &wa::Message) -> &'static str {
     }
 }
 
+/// Receives each delivery of messages before WhatsApp is acknowledged: hands it to the session
+/// and holds the acknowledgement until the session confirms the messages are in the durable
+/// outbox (or gives up after [`MESSAGE_CONFIRM_TIMEOUT`], and WhatsApp redelivers them later).
+pub struct MessageHook {
+    /// Shared with the event handler (our JID).
+    state: Arc<MappingState>,
+    /// Towards the session's event channel, in order with the other events.
+    events: UnboundedSender<EngineEvent>,
+}
+
+/// How long a delivery waits for the session's confirmation.
+pub const MESSAGE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl MessageHook {
+    /// A hook feeding `events`.
+    pub fn new(state: Arc<MappingState>, events: UnboundedSender<EngineEvent>) -> Self {
+        Self { state, events }
+    }
+}
+
+#[async_trait]
+impl InboundDurabilityHook for MessageHook {
+    async fn on_messages(
+        &self,
+        _client: Arc<Client>,
+        batch: &[InboundMessage],
+    ) -> anyhow::Result<()> {
+        let messages = received_messages(batch, &self.state);
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let (ack, confirmed) = MessagesAck::new();
+        self.events
+            .send(EngineEvent::Messages { messages, ack })
+            .map_err(|_| anyhow::anyhow!("the session is gone"))?;
+        match tokio::time::timeout(MESSAGE_CONFIRM_TIMEOUT, confirmed).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(anyhow::anyhow!("the session did not keep the messages")),
+            Err(_) => Err(anyhow::anyhow!("the messages were not confirmed in time")),
+        }
+    }
+}
+
 /// Subscribed to a client's event bus before it starts: maps each event and queues the result
 /// for the session, in order. Pairing is remembered by a marker file beside the store.
 pub struct SessionEventHandler {
-    /// The mapping's memory.
-    state: MappingState,
+    /// The mapping's memory (shared with the [`MessageHook`]).
+    state: Arc<MappingState>,
     /// Towards the session's event channel (drained by a forwarding task).
     events: UnboundedSender<EngineEvent>,
     /// `store_dir/paired`: written on pairing with our JID, removed on logout.
@@ -188,13 +247,13 @@ pub struct SessionEventHandler {
 impl SessionEventHandler {
     /// A handler for one connection.
     pub fn new(
+        state: Arc<MappingState>,
         events: UnboundedSender<EngineEvent>,
         paired_marker: PathBuf,
-        own_jid: Option<String>,
         established: Arc<AtomicBool>,
     ) -> Self {
         Self {
-            state: MappingState::new(own_jid),
+            state,
             events,
             paired_marker,
             established,
@@ -205,10 +264,9 @@ impl SessionEventHandler {
 impl EventHandler for SessionEventHandler {
     fn handle_event(&self, event: Arc<Event>) {
         for mapped in map_event(&event, &self.state) {
+            // Anything mapped came from WhatsApp's side of the link: it answered.
+            self.established.store(true, Ordering::Relaxed);
             match &mapped {
-                EngineEvent::Qr { .. } | EngineEvent::Connected => {
-                    self.established.store(true, Ordering::Relaxed);
-                }
                 EngineEvent::Paired { .. } => {
                     if let Some(jid) = self.state.own_jid() {
                         let _ = std::fs::write(&self.paired_marker, jid);

@@ -62,8 +62,11 @@ impl WhatsAppSettings {
         if self.max_blocking_threads == 0 {
             return Err("engine.whatsapp.max_blocking_threads must be at least 1".into());
         }
-        if self.connect_timeout.is_zero() {
-            return Err("engine.whatsapp.connect_timeout must be above zero".into());
+        if self.connect_timeout.is_zero() || self.connect_timeout > Duration::from_secs(20) {
+            // Past 20 s the library abandons the attempt itself, unreported.
+            return Err(
+                "engine.whatsapp.connect_timeout must be above zero and at most 20s".into(),
+            );
         }
         Ok(())
     }
