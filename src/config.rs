@@ -46,6 +46,40 @@ pub struct Config {
     pub messages: MessagesConfig,
     /// This node's name in inspection and logs; empty means the host name.
     pub node_id: String,
+    /// Old setting names read under their new names, one sentence each (logged at start).
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
+}
+
+/// Settings renamed: `(section, old key, new key)`. The old key is read as the new one, with a
+/// warning, unless the new one is set too (then the old one is ignored, also with a warning).
+const RENAMED: &[(&str, &str, &str)] = &[
+    ("sessions", "qr_throttle", "qr_min_interval"),
+    ("batch", "interval", "qr_deadline"),
+];
+
+/// Moves renamed settings to their new keys; answers what it did, for the start-up log.
+fn rename_deprecated(table: &mut Table) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (section, old, new) in RENAMED {
+        let Some(Value::Table(section_table)) = table.get_mut(*section) else {
+            continue;
+        };
+        let Some(value) = section_table.remove(*old) else {
+            continue;
+        };
+        if section_table.contains_key(*new) {
+            notes.push(format!(
+                "{section}.{old} is ignored: {section}.{new} is set"
+            ));
+        } else {
+            section_table.insert((*new).to_string(), value);
+            notes.push(format!(
+                "{section}.{old} is deprecated: read as {section}.{new}"
+            ));
+        }
+    }
+    notes
 }
 
 /// The `[http]` settings.
@@ -201,8 +235,9 @@ pub fn parse(text: &str) -> anyhow::Result<Config> {
     )
 }
 
-fn from_table(table: Table) -> anyhow::Result<Config> {
-    let config: Config =
+fn from_table(mut table: Table) -> anyhow::Result<Config> {
+    let deprecations = rename_deprecated(&mut table);
+    let mut config: Config =
         serde_path_to_error::deserialize(Value::Table(table)).map_err(|error| {
             let field = error.path().to_string();
             anyhow!(
@@ -210,6 +245,7 @@ fn from_table(table: Table) -> anyhow::Result<Config> {
                 one_line(&error.into_inner().to_string())
             )
         })?;
+    config.deprecations = deprecations;
     config
         .validate()
         .map_err(|message| anyhow!("config: {message}"))?;
@@ -390,7 +426,11 @@ mod tests {
             ]),
         )
         .expect("valid");
-        assert_eq!(config.batch.interval, Duration::from_secs(1));
+        assert_eq!(
+            config.batch.qr_deadline,
+            Duration::from_secs(1),
+            "the old name, from the environment"
+        );
         assert_eq!(config.batch.max_items, 10);
         assert_eq!(config.http.listen, "0.0.0.0:4100");
         assert_eq!(config.laravel.base_url, "http://laravel.test/api");
@@ -398,6 +438,21 @@ mod tests {
         assert_eq!(config.breaker.threshold, 10);
         assert_eq!(config.redis.url, "redis://redis.internal:6380/0");
         assert_eq!(config.redis.password, "s3cret");
+    }
+
+    #[test]
+    fn renamed_settings_are_read_under_their_new_names_with_a_warning() {
+        let config = parse("[sessions]\nqr_throttle = \"2s\"\n[batch]\ninterval = \"3s\"\n")
+            .expect("parses");
+        assert_eq!(config.sessions.qr_min_interval, Duration::from_secs(2));
+        assert_eq!(config.batch.qr_deadline, Duration::from_secs(3));
+        assert_eq!(config.deprecations.len(), 2, "{:?}", config.deprecations);
+        assert!(config.deprecations[0].contains("sessions.qr_throttle is deprecated"));
+        let both =
+            parse("[sessions]\nqr_throttle = \"2s\"\nqr_min_interval = \"1s\"\n").expect("parses");
+        assert_eq!(both.sessions.qr_min_interval, Duration::from_secs(1));
+        assert!(both.deprecations[0].contains("ignored"));
+        assert!(Config::default().deprecations.is_empty());
     }
 
     #[test]
@@ -411,10 +466,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field_in_one_line() {
-        let error = parse("[batch]\ninterval = \"soon\"\n")
+        let error = parse("[batch]\nqr_deadline = \"soon\"\n")
             .expect_err("invalid")
             .to_string();
-        assert!(error.contains("batch.interval"), "{error}");
+        assert!(error.contains("batch.qr_deadline"), "{error}");
         assert!(!error.contains('\n'), "{error}");
         let error = parse("[batch]\nmax_itemz = 3\n")
             .expect_err("unknown")

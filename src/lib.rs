@@ -54,6 +54,9 @@ impl Wasup {
     pub async fn start(config: Config, log: Logger) -> anyhow::Result<Wasup> {
         install_panic_hook();
         let config = Arc::new(config);
+        for deprecation in &config.deprecations {
+            warn!(log, "Deprecated setting."; "detail" => deprecation);
+        }
         if config.laravel.token.is_empty() {
             warn!(
                 log,
@@ -95,7 +98,7 @@ impl Wasup {
             .as_ref()
             .map(|pool| DurableOutbox::new(pool.clone(), keys.clone(), journal(pool)));
         let batch = BatchActor::new(config.batch.clone(), sink.clone(), outbox, log.clone())
-            .with_pacing(config.laravel.min_request_gap)
+            .with_budget(config.laravel.budget_limits(), config.laravel.contract)
             .start();
         let lookup = LaravelStatusLookup::new(
             &config.laravel.base_url,

@@ -42,6 +42,10 @@ pub struct Telemetry {
     outbox_unwritten: IntGauge,
     messages: IntCounterVec,
     messages_waiting: IntGauge,
+    qr_renders: IntCounter,
+    budget_in_flight_limit: IntGauge,
+    budget_rate: prometheus::Gauge,
+    budget_decreases: IntCounter,
 }
 
 /// Everything a scrape reads from the actors.
@@ -113,7 +117,7 @@ impl Telemetry {
             ),
             items: counter_vec(
                 "wasup_items_total",
-                "Items by lane and what became of them (received = sent + coalesced + dead_lettered + dropped + pending).",
+                "Items by lane and what became of them (received = sent + coalesced + dead_lettered + dropped + expired + pending).",
                 &["lane", "outcome"],
             ),
             items_pending: gauge_vec(
@@ -167,6 +171,22 @@ impl Telemetry {
                 "wasup_messages_waiting",
                 "Outgoing text messages waiting to be sent.",
             ),
+            qr_renders: counter(
+                "wasup_qr_renders_total",
+                "QR codes rendered as PNG (each at most once).",
+            ),
+            budget_in_flight_limit: gauge(
+                "wasup_laravel_budget_in_flight_limit",
+                "Requests allowed at Laravel at once now (adaptive, at most laravel.max_in_flight).",
+            ),
+            budget_rate: prometheus::Gauge::new(
+                "wasup_laravel_budget_requests_per_second",
+                "Requests allowed to start per second now (adaptive, at most laravel.max_requests_per_second).",
+            )?,
+            budget_decreases: counter(
+                "wasup_laravel_budget_decreases_total",
+                "Times the request budget was cut because Laravel slowed down or failed.",
+            ),
         };
         let registry = &telemetry.registry;
         registry.register(Box::new(telemetry.laravel_latency.clone()))?;
@@ -187,6 +207,10 @@ impl Telemetry {
         registry.register(Box::new(telemetry.outbox_unwritten.clone()))?;
         registry.register(Box::new(telemetry.messages.clone()))?;
         registry.register(Box::new(telemetry.messages_waiting.clone()))?;
+        registry.register(Box::new(telemetry.qr_renders.clone()))?;
+        registry.register(Box::new(telemetry.budget_in_flight_limit.clone()))?;
+        registry.register(Box::new(telemetry.budget_rate.clone()))?;
+        registry.register(Box::new(telemetry.budget_decreases.clone()))?;
         Ok(telemetry)
     }
 
@@ -208,6 +232,12 @@ impl Telemetry {
         ] {
             self.lane(lane, stats);
         }
+        let budget = &snapshot.batch.budget;
+        self.budget_in_flight_limit
+            .set(i64::try_from(budget.concurrency_limit).unwrap_or(i64::MAX));
+        self.budget_rate.set(budget.rate_per_second);
+        catch_up(&self.budget_decreases, budget.decreases);
+        catch_up(&self.qr_renders, wasup_actors::qr_image::renders_total());
         let sink = &snapshot.sink;
         for (result, value) in [
             ("stored", sink.stored),
@@ -270,6 +300,7 @@ impl Telemetry {
             ("coalesced", counters.coalesced),
             ("dead_lettered", counters.dead_lettered),
             ("dropped", counters.dropped),
+            ("expired", counters.expired),
             ("retried", counters.retried),
             ("recovered", counters.recovered),
         ] {

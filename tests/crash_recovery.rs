@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 /// Short cadences, and QR texts derived from the session id so a restarted session's first QR
 /// is a duplicate (not re-sent): what reaches Laravel after the restart came from the outbox.
 const FAST: &[(&str, &str)] = &[
-    ("WASUP__BATCH__INTERVAL", "200ms"),
+    ("WASUP__BATCH__QR_DEADLINE", "200ms"),
     ("WASUP__BATCH__STATUS_INTERVAL", "100ms"),
-    ("WASUP__SESSIONS__QR_THROTTLE", "0s"),
+    ("WASUP__SESSIONS__QR_MIN_INTERVAL", "0s"),
     ("WASUP__ENGINE__SIMULATED__CONNECT_DELAY", "30ms"),
     ("WASUP__ENGINE__SIMULATED__DETERMINISTIC_QR", "true"),
     ("WASUP__LARAVEL__MIN_REQUEST_GAP", "10ms"),

@@ -113,10 +113,12 @@ async fn batches_hold_at_most_max_items_and_one_item_per_session() {
 async fn qrs_of_one_session_within_a_window_coalesce_into_the_latest() {
     let laravel = Laravel::start().await;
     let mut config = fast_config(&laravel.url);
-    config.batch.interval = Duration::from_secs(1);
+    config.batch.qr_deadline = Duration::from_secs(1);
     config.engine.simulated.qr_refs = 200;
     config.engine.simulated.qr_first_ttl = Duration::from_millis(20);
     config.engine.simulated.qr_ttl = Duration::from_millis(20);
+    // A storm of codes that stay valid (rotating every 20 ms, each valid 20 s).
+    config.engine.simulated.qr_reported_validity = Duration::from_secs(20);
     let wasup = TestWasup::start(config).await;
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -148,52 +150,13 @@ async fn qrs_of_one_session_within_a_window_coalesce_into_the_latest() {
 }
 
 #[actix_rt::test]
-async fn the_qr_throttle_holds_the_newest_qr_and_sends_it_when_the_window_ends() {
-    let laravel = Laravel::start().await;
-    let mut config = fast_config(&laravel.url);
-    config.sessions.qr_throttle = Duration::from_millis(800);
-    config.batch.interval = Duration::from_millis(50);
-    config.engine.simulated.qr_refs = 12;
-    config.engine.simulated.qr_first_ttl = Duration::from_millis(100);
-    config.engine.simulated.qr_ttl = Duration::from_millis(100);
-    let wasup = TestWasup::start(config).await;
-    let session_id = wasup.start_session(1).await;
-
-    wait_until("two QRs reach Laravel", PATIENCE, || async {
-        laravel.requests_to("/qr/batch").len() >= 2
-    })
-    .await;
-    let inspection = wasup.inspect(&session_id).await;
-    assert!(
-        inspection["actor"]["qr_count"].as_u64() >= Some(8),
-        "{inspection}"
-    );
-    assert_eq!(inspection["actor"]["qr_forwarded"], 2);
-    actix_rt::time::sleep(Duration::from_millis(1200)).await;
-    let requests = laravel.requests_to("/qr/batch");
-    assert_eq!(
-        requests.len(),
-        2,
-        "first QR at once, the newest at the window's end, nothing more"
-    );
-    let gap = requests[1].at - requests[0].at;
-    assert!(
-        gap >= Duration::from_millis(700),
-        "trailing edge waits for the window: {gap:?}"
-    );
-    let first = requests[0].items()[0]["qr"].clone();
-    let second = requests[1].items()[0]["qr"].clone();
-    assert_ne!(first, second);
-}
-
-#[actix_rt::test]
 async fn an_urgent_status_overtakes_a_normal_backlog() {
     let laravel = Laravel::start().await;
     laravel.set_latency(Duration::from_millis(100));
     let mut config = fast_config(&laravel.url);
     config.batch.status_interval = Duration::from_secs(3);
-    config.batch.interval = Duration::from_secs(3);
-    config.laravel.min_request_gap = Duration::from_millis(100);
+    config.batch.qr_deadline = Duration::from_secs(3);
+    config.laravel.max_requests_per_second = 10.0;
     let wasup = TestWasup::start(config).await;
     let mut sessions = Vec::new();
     for user in 0..20 {
@@ -295,7 +258,7 @@ async fn the_breaker_opens_stops_sending_half_opens_and_every_latest_state_arriv
 async fn items_laravel_lists_as_failed_are_retried_until_stored() {
     let laravel = Laravel::start().await;
     let mut config = fast_config(&laravel.url);
-    config.batch.interval = Duration::from_millis(300);
+    config.batch.qr_deadline = Duration::from_millis(300);
     let wasup = TestWasup::start(config).await;
     let first = wasup.start_session(1).await;
     laravel.set_behaviour(Behaviour::FailIds(HashSet::from([first.clone()])));
@@ -416,7 +379,7 @@ async fn a_stalled_laravel_times_out_and_is_retried() {
 async fn a_waiting_qr_is_withdrawn_once_its_session_connects() {
     let laravel = Laravel::start().await;
     let mut config = fast_config(&laravel.url);
-    config.batch.interval = Duration::from_secs(2);
+    config.batch.qr_deadline = Duration::from_secs(2);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
     wait_until("the QR waits in its lane", PATIENCE, || async {
@@ -486,7 +449,7 @@ async fn a_batch_laravel_finds_too_large_is_split_until_it_fits() {
     let laravel = Laravel::start().await;
     laravel.set_behaviour(Behaviour::TooLargeAbove(2));
     let mut config = fast_config(&laravel.url);
-    config.batch.interval = Duration::from_millis(500);
+    config.batch.qr_deadline = Duration::from_millis(500);
     let wasup = TestWasup::start(config).await;
     let mut sessions = Vec::new();
     for user in 0..9 {

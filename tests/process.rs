@@ -21,13 +21,13 @@ const PATIENCE: Duration = Duration::from_secs(15);
 #[test]
 fn a_bad_config_value_exits_non_zero_with_one_clear_line() {
     let output = wasup_command()
-        .env("WASUP__BATCH__INTERVAL", "soonish")
+        .env("WASUP__BATCH__QR_DEADLINE", "soonish")
         .output()
         .expect("runs");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("batch.interval"), "{stderr}");
+    assert!(stderr.contains("batch.qr_deadline"), "{stderr}");
 
     let output = wasup_command()
         .args(["--config", "/nonexistent.toml"])
@@ -63,7 +63,7 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
         &redis.url(),
         &data_dir,
         &[
-            ("WASUP__BATCH__INTERVAL", "60s"),
+            ("WASUP__BATCH__QR_DEADLINE", "60s"),
             ("WASUP__BATCH__STATUS_INTERVAL", "60s"),
         ],
     );

@@ -319,7 +319,7 @@ async fn bad_input_gets_a_json_error_with_the_right_status() {
 async fn shutdown_flushes_every_pending_item_before_it_returns() {
     let laravel = Laravel::start().await;
     let mut config = fast_config(&laravel.url);
-    config.batch.interval = Duration::from_secs(60);
+    config.batch.qr_deadline = Duration::from_secs(60);
     config.batch.status_interval = Duration::from_secs(60);
     let mut wasup = TestWasup::start(config).await;
     let mut sessions = Vec::new();

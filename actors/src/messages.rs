@@ -1,6 +1,9 @@
 //! Events that cross actors: what a session tells the batching pipeline, and the items Laravel receives.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use actix::Message;
 use serde::{Deserialize, Serialize};
@@ -85,8 +88,13 @@ pub enum Urgency {
 pub enum Payload {
     /// A QR code as a `data:image/png;base64,...` URL.
     Qr {
-        /// The PNG data URL.
-        qr: String,
+        /// The PNG data URL, shared with the session (which answers `GET /sessions/{id}/qr`
+        /// with the same rendering) and the cache: rendered once per QR.
+        qr: Arc<str>,
+        /// When WhatsApp stops accepting this QR, in ms since the epoch; a QR that would reach
+        /// Laravel later is not sent. Items stored by older versions lack it (0: already stale).
+        #[serde(default)]
+        expires_at: u64,
     },
     /// A status change.
     Status {
@@ -138,6 +146,14 @@ impl OutboundItem {
         }
     }
 
+    /// When a QR item stops being worth sending (ms since the epoch); `None` for other items.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self.payload {
+            Payload::Qr { expires_at, .. } => Some(expires_at),
+            Payload::Status { .. } | Payload::Message(_) => None,
+        }
+    }
+
     /// What identifies the item in Laravel's `failed_ids`: the session for QR codes and
     /// statuses, the message id for messages.
     pub fn ack_id(&self) -> &str {
@@ -165,7 +181,7 @@ pub struct MessageReceived {
     pub item: OutboundItem,
 }
 
-/// A session produced a new QR code to forward (already deduplicated and throttled).
+/// A session produced a new QR code to forward (already deduplicated and storm-guarded).
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct QrCode {
@@ -201,6 +217,7 @@ mod tests {
             session_id: "abc".into(),
             payload: Payload::Qr {
                 qr: "data:image/png;base64,AAAA".into(),
+                expires_at: 20_000,
             },
             user_id: Some(7),
             timestamp: 1,
@@ -216,7 +233,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&qr).ok(),
             Some(
-                serde_json::json!({"session_id":"abc","qr":"data:image/png;base64,AAAA","user_id":7,"timestamp":1})
+                serde_json::json!({"session_id":"abc","qr":"data:image/png;base64,AAAA","expires_at":20_000,"user_id":7,"timestamp":1})
             )
         );
         assert_eq!(
@@ -224,6 +241,10 @@ mod tests {
             Some(serde_json::json!({"session_id":"abc","estado_qr":"active","timestamp":2}))
         );
         assert_eq!(qr.lane(), Lane::Qr);
+        assert_eq!(qr.expires_at(), Some(20_000));
+        assert_eq!(status.expires_at(), None);
+        let json = serde_json::to_string(&qr).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<OutboundItem>(&json).ok(), Some(qr));
         assert_eq!(status.lane(), Lane::Status);
     }
 

@@ -1,6 +1,14 @@
 //! Renders a raw QR string as the `data:image/png;base64,...` URL Laravel stores.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use base64::Engine as _;
+
+/// QR codes rendered by this process (`wasup_qr_renders_total`): each QR is rendered once at
+/// most, so this stays at or below the QRs forwarded plus those only asked for through the API.
+static RENDERS: AtomicU64 = AtomicU64::new(0);
+/// The data URL's prefix before the base64 PNG.
+const DATA_URL_PREFIX: &str = "data:image/png;base64,";
 
 /// Pixels per QR module: large enough to scan from a screen (pages scale it up further).
 const PIXELS_PER_MODULE: usize = 5;
@@ -21,14 +29,15 @@ pub enum QrImageError {
 /// Encodes `text` as a black-on-white PNG and returns it as a data URL.
 pub fn qr_data_url(text: &str) -> Result<String, QrImageError> {
     let png = qr_png(text)?;
-    let mut url = String::with_capacity(22 + png.len() * 4 / 3 + 4);
-    url.push_str("data:image/png;base64,");
+    let mut url = String::with_capacity(DATA_URL_PREFIX.len() + png.len() * 4 / 3 + 4);
+    url.push_str(DATA_URL_PREFIX);
     base64::engine::general_purpose::STANDARD.encode_string(&png, &mut url);
     Ok(url)
 }
 
 /// Encodes `text` as a black-on-white grayscale PNG, 1 bit per pixel (about 1 KB).
 pub fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
+    RENDERS.fetch_add(1, Ordering::Relaxed);
     let code = fast_qr::QRBuilder::new(text.as_bytes())
         .ecl(fast_qr::ECL::L)
         .build()
@@ -69,6 +78,19 @@ pub fn qr_png(text: &str) -> Result<Vec<u8>, QrImageError> {
         writer.finish()?;
     }
     Ok(png_bytes)
+}
+
+/// QR codes rendered since start.
+pub fn renders_total() -> u64 {
+    RENDERS.load(Ordering::Relaxed)
+}
+
+/// The PNG inside a data URL made by [`qr_data_url`] (decoding is far cheaper than rendering).
+pub fn png_of_data_url(url: &str) -> Option<Vec<u8>> {
+    let encoded = url.strip_prefix(DATA_URL_PREFIX)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
 }
 
 #[cfg(test)]

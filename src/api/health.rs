@@ -17,14 +17,23 @@ use super::{
 use crate::telemetry::Snapshot;
 
 #[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, description = "Healthy or degraded", body = HealthReport), (status = 503, description = "Shutting down", body = HealthReport)))]
-/// `GET /health`: `ok`, `degraded` (breaker not closed, or Redis down) or `shutting_down` (503).
+/// `GET /health`: `ok`, `degraded` (Laravel unreachable: breaker not closed or the last request
+/// failed; or Redis down) or `shutting_down` (503).
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (sessions, batch, breaker, messages) = futures_util::try_join!(
+    let (sessions, batch, breaker, messages, sink) = futures_util::try_join!(
         state.registry.send(GetRegistryStats),
         state.batch.send(GetBatchStats),
         state.breaker.send(GetBreakerSnapshot),
         state.dispatcher.send(GetDispatchStats),
+        state.sink.send(GetSinkStats),
     )?;
+    let laravel = if breaker.state != "CLOSED" || sink.consecutive_failures > 0 {
+        "unreachable"
+    } else if sink.requests == 0 {
+        "untried"
+    } else {
+        "reachable"
+    };
     let redis = match &state.redis_health {
         None => "disabled",
         Some(health) if health.is_up() => "up",
@@ -32,7 +41,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     };
     let status = if !sessions.accepting || batch.draining {
         "shutting_down"
-    } else if breaker.state != "CLOSED" || redis == "down" {
+    } else if laravel == "unreachable" || redis == "down" {
         "degraded"
     } else {
         "ok"
@@ -56,6 +65,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         },
         sessions,
         circuit_breaker: breaker,
+        laravel: laravel.into(),
         redis: redis.into(),
         outbox: batch
             .outbox
@@ -82,6 +92,8 @@ pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
         "message": batch.message,
         "draining": batch.draining,
         "maxItems": batch.max_items,
+        "backlogItems": batch.backlog_items,
+        "budget": batch.budget,
         "sink": sink,
     })))
 }

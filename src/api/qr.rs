@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::Deserialize;
 use wasup_actors::{
-    qr_image::{qr_data_url, qr_png},
+    qr_image::png_of_data_url,
     session::{CurrentQr, RequestPairCode},
 };
 
@@ -30,22 +30,23 @@ pub async fn current_qr(
         .send(CurrentQr)
         .await
         .map_err(|_| restarting(&session_id))?
-        .ok_or_else(|| ApiError::NoQr(session_id.clone()))?;
-    let render_error =
-        |error: wasup_actors::qr_image::QrImageError| ApiError::Unavailable(error.to_string());
+        .ok_or_else(|| ApiError::NoQr(session_id.clone()))?
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     let expires_in = qr.expires_in_ms.div_ceil(1000);
     if wants_png(&request) {
+        let png = png_of_data_url(&qr.qr)
+            .ok_or_else(|| ApiError::Unavailable("the QR rendering is unreadable".into()))?;
         return Ok(HttpResponse::Ok()
             .content_type("image/png")
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header(("X-Qr-Expires-In", expires_in.to_string()))
-            .body(qr_png(&qr.raw).map_err(render_error)?));
+            .body(png));
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(QrAnswer {
             session_id,
-            qr: qr_data_url(&qr.raw).map_err(render_error)?,
+            qr: qr.qr.to_string(),
             raw: qr.raw,
             expires_in,
         }))

@@ -35,6 +35,9 @@ pub struct HealthReport {
     pub queues: QueueFigures,
     /// The circuit breaker.
     pub circuit_breaker: BreakerSnapshot,
+    /// `reachable`, `unreachable` (breaker not closed, or the last request failed) or
+    /// `untried` (no request yet).
+    pub laravel: String,
     /// `up`, `down` or `disabled`.
     pub redis: String,
     /// The durable outbox (absent without Redis).

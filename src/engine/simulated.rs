@@ -27,6 +27,10 @@ pub struct SimulatedSettings {
     pub qr_ttl: Duration,
     /// QR references per attempt before `timed_out`.
     pub qr_refs: u32,
+    /// How long each QR says it is valid; zero (the default) means its rotation slot, as on
+    /// WhatsApp. Longer models a QR storm: codes replaced faster than they expire.
+    #[serde(with = "humantime_serde")]
+    pub qr_reported_validity: Duration,
     /// Time to open an authenticated connection (after a scan or a drop).
     #[serde(with = "humantime_serde")]
     pub connect_delay: Duration,
@@ -41,6 +45,7 @@ impl Default for SimulatedSettings {
             qr_first_ttl: Duration::from_secs(60),
             qr_ttl: Duration::from_secs(20),
             qr_refs: 6,
+            qr_reported_validity: Duration::ZERO,
             connect_delay: Duration::from_millis(300),
             deterministic_qr: false,
         }
@@ -363,11 +368,16 @@ async fn rotate_qr_codes(
         } else {
             settings.qr_ttl
         };
+        let reported = if settings.qr_reported_validity.is_zero() {
+            valid_for
+        } else {
+            settings.qr_reported_validity
+        };
         events
             .send(EngineEvent::Qr {
                 code: random_qr_text(rng),
                 index,
-                valid_for,
+                valid_for: reported,
             })
             .await?;
         tokio::select! {

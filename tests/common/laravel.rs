@@ -45,18 +45,63 @@ pub struct Recorded {
     pub raw_body: Vec<u8>,
     /// When it arrived.
     pub at: Instant,
+    /// When it arrived, in ms since the epoch (to compare with items' `expires_at`).
+    pub received_at_ms: u64,
     /// The status answered.
     pub answered: u16,
 }
 
+/// The body keys of the lanes, as the combined call carries them.
+const LANE_KEYS: [&str; 3] = ["qrs", "statuses", "messages"];
+
 impl Recorded {
-    /// The items of a batch body (`qrs`, `statuses` or `messages`), or the one item of a legacy
-    /// call.
+    /// The items of a batch body (`qrs`, `statuses` or `messages`; for the combined call, every
+    /// lane's), or the one item of a legacy call.
     pub fn items(&self) -> Vec<Value> {
-        ["qrs", "statuses", "messages"]
+        let items: Vec<Value> = self
+            .lanes()
+            .into_iter()
+            .flat_map(|(_, items)| items)
+            .collect();
+        if items.is_empty() && !self.is_combined() && self.body.get("session_id").is_some() {
+            return vec![self.body.clone()];
+        }
+        items
+    }
+
+    /// Whether this is the combined call (`POST /whatsapp/events/batch`).
+    pub fn is_combined(&self) -> bool {
+        self.path.ends_with("/events/batch")
+    }
+
+    /// The items of one lane key (`qrs`, `statuses`, `messages`), whatever the call.
+    pub fn items_of(&self, lane_key: &str) -> Vec<Value> {
+        self.lanes()
+            .into_iter()
+            .find(|(key, _)| *key == lane_key)
+            .map(|(_, items)| items)
+            .unwrap_or_default()
+    }
+
+    /// The items by lane key: the body's keys for batch calls, the path's lane for legacy calls.
+    fn lanes(&self) -> Vec<(&'static str, Vec<Value>)> {
+        let legacy_key = if self.path.ends_with("/qr") {
+            Some("qrs")
+        } else if self.path.ends_with("/whatsapp/status") {
+            Some("statuses")
+        } else {
+            None
+        };
+        if let Some(key) = legacy_key {
+            return vec![(key, vec![self.body.clone()])];
+        }
+        LANE_KEYS
             .iter()
-            .find_map(|key| self.body.get(*key).and_then(Value::as_array).cloned())
-            .unwrap_or_else(|| vec![self.body.clone()])
+            .filter_map(|key| {
+                let items = self.body.get(*key)?.as_array()?.clone();
+                Some((*key, items))
+            })
+            .collect()
     }
 }
 
@@ -105,6 +150,7 @@ impl Laravel {
                 .route("/api/qr/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/batch", web::post().to(batch))
                 .route("/api/whatsapp/messages/batch", web::post().to(batch))
+                .route("/api/whatsapp/events/batch", web::post().to(batch))
                 .route("/api/whatsapp/status/{id}", web::get().to(status_of))
                 .route("/api/qr", web::post().to(batch))
                 .route("/api/whatsapp/status", web::post().to(batch))
@@ -170,11 +216,12 @@ impl Laravel {
         lock(&self.state.qrs).get(session_id).cloned()
     }
 
-    /// Every status item received (stored or not) for a session, in arrival order.
+    /// Every status item received (stored or not) for a session, in arrival order, whichever
+    /// call carried it.
     pub fn statuses_received(&self, session_id: &str) -> Vec<String> {
-        self.requests_to("/whatsapp/status/batch")
+        self.requests()
             .iter()
-            .flat_map(Recorded::items)
+            .flat_map(|request| request.items_of("statuses"))
             .filter(|item| item["session_id"] == session_id)
             .filter_map(|item| item["estado_qr"].as_str().map(str::to_string))
             .collect()
@@ -253,11 +300,15 @@ async fn batch(
         signature: header("x-wasup-signature").zip(header("x-wasup-timestamp")),
         raw_body: raw_body.to_vec(),
         at: Instant::now(),
+        received_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64),
         answered: 200,
     };
-    let items = recorded.items();
-    let store = |items: &[Value]| {
-        if recorded.path.ends_with("/messages/batch") {
+    let lanes = recorded.lanes();
+    let item_count: usize = lanes.iter().map(|(_, items)| items.len()).sum();
+    let store = |lane_key: &str, items: &[Value]| {
+        if lane_key == "messages" {
             let mut stored = lock(&state.messages);
             for item in items {
                 let known = stored.iter().any(|seen| {
@@ -270,7 +321,7 @@ async fn batch(
             }
             return;
         }
-        let table = if recorded.path.ends_with("/qr/batch") || recorded.path.ends_with("/qr") {
+        let table = if lane_key == "qrs" {
             &state.qrs
         } else {
             &state.statuses
@@ -282,10 +333,17 @@ async fn batch(
             }
         }
     };
+    let store_all = || {
+        for (key, items) in &lanes {
+            store(key, items);
+        }
+    };
+    let stored_answer =
+        || HttpResponse::Ok().json(json!({"success": true, "updated": item_count, "failed": 0}));
     let response = match &behaviour {
         Behaviour::Store | Behaviour::Stall(_) => {
-            store(&items);
-            HttpResponse::Ok().json(json!({"success": true, "updated": items.len(), "failed": 0}))
+            store_all();
+            stored_answer()
         }
         Behaviour::Fail(status) => {
             recorded.answered = *status;
@@ -299,24 +357,37 @@ async fn batch(
                     .and_then(Value::as_str)
                     .map(str::to_string)
             };
-            let (failed, stored): (Vec<Value>, Vec<Value>) = items
-                .iter()
-                .cloned()
-                .partition(|item| ack_id(item).is_some_and(|id| failing.contains(&id)));
-            store(&stored);
-            let failed_ids: Vec<String> = failed.iter().filter_map(ack_id).collect();
-            HttpResponse::Ok().json(json!({"success": true, "updated": stored.len(), "failed": failed.len(), "failed_ids": failed_ids}))
+            let mut failed_by_lane = serde_json::Map::new();
+            let mut failed_flat = Vec::new();
+            let mut updated = 0;
+            for (key, items) in &lanes {
+                let (failed, stored): (Vec<Value>, Vec<Value>) = items
+                    .iter()
+                    .cloned()
+                    .partition(|item| ack_id(item).is_some_and(|id| failing.contains(&id)));
+                store(key, &stored);
+                updated += stored.len();
+                let ids: Vec<String> = failed.iter().filter_map(ack_id).collect();
+                failed_flat.extend(ids.iter().cloned());
+                failed_by_lane.insert((*key).to_string(), json!(ids));
+            }
+            let failed_ids = if recorded.is_combined() {
+                Value::Object(failed_by_lane)
+            } else {
+                json!(failed_flat)
+            };
+            HttpResponse::Ok().json(json!({"success": true, "updated": updated, "failed": failed_flat.len(), "failed_ids": failed_ids}))
         }
-        Behaviour::TooLargeAbove(limit) if items.len() > *limit => {
+        Behaviour::TooLargeAbove(limit) if item_count > *limit => {
             recorded.answered = 413;
             HttpResponse::PayloadTooLarge().json(json!({"message": "too large"}))
         }
         Behaviour::TooLargeAbove(_) => {
-            store(&items);
-            HttpResponse::Ok().json(json!({"success": true, "updated": items.len(), "failed": 0}))
+            store_all();
+            stored_answer()
         }
         Behaviour::FailWithoutIds => {
-            HttpResponse::Ok().json(json!({"success": false, "updated": 0, "failed": items.len()}))
+            HttpResponse::Ok().json(json!({"success": false, "updated": 0, "failed": item_count}))
         }
     };
     lock(&state.requests).push(recorded);

@@ -31,13 +31,15 @@ pub fn fast_config(laravel_url: &str) -> Config {
     config.laravel.retries = 2;
     config.laravel.backoff_base = Duration::from_millis(20);
     config.laravel.backoff_max = Duration::from_millis(200);
-    config.laravel.min_request_gap = Duration::from_millis(10);
-    config.batch.interval = Duration::from_millis(200);
+    // Tests make many small requests: a roomy budget (its defaults are tested on their own).
+    config.laravel.max_requests_per_second = 100.0;
+    config.laravel.max_in_flight = 4;
+    config.batch.qr_deadline = Duration::from_millis(200);
     config.batch.status_interval = Duration::from_millis(100);
     config.batch.retry_backoff_max = Duration::from_millis(300);
     config.breaker.threshold = 5;
     config.breaker.reset_timeout = Duration::from_millis(500);
-    config.sessions.qr_throttle = Duration::ZERO;
+    config.sessions.qr_min_interval = Duration::ZERO;
     config.sessions.pending_sweep_interval = Duration::from_millis(100);
     config.sessions.restart_backoff = Duration::from_millis(50);
     config.sessions.reconnect_base = Duration::from_millis(20);
@@ -217,7 +219,8 @@ impl TestWasup {
     }
 }
 
-/// Asserts `received = sent + coalesced + dead_lettered + dropped + pending` for both lanes.
+/// Asserts `received = sent + coalesced + dead_lettered + dropped + expired + pending` for the
+/// QR and status lanes.
 pub fn assert_lane_accounting(metrics: &Value) {
     for lane in ["qr", "status"] {
         let figures = &metrics[lane];
@@ -232,6 +235,7 @@ pub fn assert_lane_accounting(metrics: &Value) {
                 + count("coalesced")
                 + count("dead_lettered")
                 + count("dropped")
+                + count("expired")
                 + count("pending"),
             "lane {lane} accounting: {figures}"
         );

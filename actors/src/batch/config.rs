@@ -1,4 +1,4 @@
-//! The `[batch]` settings: batch size, cadences and bounds of the delivery queue.
+//! The `[batch]` settings: batch sizes, deadlines and bounds of the delivery queue.
 
 use std::time::Duration;
 
@@ -8,18 +8,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// Most items in one request.
+    /// Most items of one lane in one request (the split contract's cap per call).
     pub max_items: usize,
-    /// QR items wait at most this long for company before their lane flushes.
+    /// Most items of one lane in one request while a backlog drains (more than `max_items`
+    /// items past their deadline, e.g. after an outage, or a shutdown drain); a 413 halves it.
+    pub max_items_backlog: usize,
+    /// A QR reaches Laravel at most this long after it appeared (it lives 20 s; at scale a batch
+    /// fills long before). (`interval`, its old name, is read as this with a warning.)
     #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Normal statuses wait at most this long.
+    pub qr_deadline: Duration,
+    /// A normal status reaches Laravel within this delay.
     #[serde(with = "humantime_serde")]
     pub status_interval: Duration,
-    /// Urgent statuses (open, close, logout) reach Laravel within this delay: they leave at once,
-    /// waiting only for the sink's pacing gap, which must be shorter.
+    /// Urgent statuses (open, close, logout) reach Laravel within this delay, the request's own
+    /// latency included: they wait at most half of it for company.
     #[serde(with = "humantime_serde")]
     pub priority_delay: Duration,
+    /// An incoming WhatsApp message reaches Laravel within this delay.
+    #[serde(with = "humantime_serde")]
+    pub message_deadline: Duration,
     /// Cap on the retry delay of items Laravel listed in `failed_ids`.
     #[serde(with = "humantime_serde")]
     pub retry_backoff_max: Duration,
@@ -34,9 +41,11 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_items: 50,
-            interval: Duration::from_secs(5),
+            max_items_backlog: 500,
+            qr_deadline: Duration::from_secs(1),
             status_interval: Duration::from_secs(1),
             priority_delay: Duration::from_millis(500),
+            message_deadline: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
             max_pending: 200_000,
             mailbox_capacity: 4096,
@@ -50,14 +59,23 @@ impl BatchConfig {
         if self.max_items == 0 {
             return Err("batch.max_items must be at least 1".into());
         }
+        if self.max_items_backlog < self.max_items {
+            return Err("batch.max_items_backlog must be at least batch.max_items".into());
+        }
         if self.max_pending < self.max_items {
             return Err("batch.max_pending must be at least batch.max_items".into());
         }
         if self.mailbox_capacity == 0 {
             return Err("batch.mailbox_capacity must be at least 1".into());
         }
-        if self.interval.is_zero() || self.status_interval.is_zero() {
-            return Err("batch.interval and batch.status_interval must be above zero".into());
+        if self.qr_deadline.is_zero()
+            || self.status_interval.is_zero()
+            || self.message_deadline.is_zero()
+        {
+            return Err(
+                "batch.qr_deadline, batch.status_interval and batch.message_deadline must be above zero"
+                    .into(),
+            );
         }
         if self.priority_delay.is_zero() {
             return Err("batch.priority_delay must be above zero".into());

@@ -1,4 +1,4 @@
-//! One lane's queue: per-session coalescing (latest wins), due times, batches out, outcomes in.
+//! One lane's queue: per-session coalescing (latest wins), deadlines, batches out, outcomes in.
 //!
 //! Plain data, no actix: the `BatchActor` drives it and the unit tests below call it directly.
 
@@ -15,13 +15,63 @@ use crate::{
     sink::{DeliveryOutcome, backoff_delay},
 };
 
+/// When an item must leave and arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// It waits for company at most until then (an urgent status lingers less than its deadline).
+    pub send_by: Instant,
+    /// It must be at Laravel by then: it leaves earlier by the expected request latency.
+    pub deadline: Instant,
+}
+
+impl Timing {
+    /// Leave by `deadline` less the request's latency.
+    pub fn deadline(deadline: Instant) -> Self {
+        Self {
+            send_by: deadline,
+            deadline,
+        }
+    }
+
+    /// When the item must leave, given the expected request latency.
+    fn send_at(&self, lead: Duration) -> Instant {
+        self.send_by
+            .min(self.deadline.checked_sub(lead).unwrap_or(self.deadline))
+    }
+
+    fn earliest(self, other: Timing) -> Timing {
+        Timing {
+            send_by: self.send_by.min(other.send_by),
+            deadline: self.deadline.min(other.deadline),
+        }
+    }
+}
+
+/// How large a batch may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchCap {
+    /// The usual cap (`batch.max_items`).
+    pub max_items: usize,
+    /// The cap while a backlog drains: more than `max_items` items are past their deadline.
+    pub backlog_items: usize,
+}
+
+/// A batch taken from a lane.
+#[derive(Debug, Default)]
+pub struct TakenBatch {
+    /// What goes to Laravel.
+    pub items: Vec<OutboundItem>,
+    /// QRs dropped because they would reach Laravel after they expire.
+    pub expired: Vec<Settled>,
+}
+
 /// An item waiting in a lane.
 #[derive(Clone, Debug)]
 struct Waiting {
     /// What goes to Laravel.
     item: OutboundItem,
-    /// When the lane must flush for it.
-    due: Instant,
+    /// When it must leave and arrive.
+    timing: Timing,
     /// Failed deliveries of this session's item so far (drives its retry delay).
     attempts: u32,
     /// Sequence number of the item (its version in the durable outbox).
@@ -39,7 +89,8 @@ struct Sent {
     seq: u64,
 }
 
-/// Counters of a lane. `received = sent + coalesced + dead_lettered + dropped + pending` always.
+/// Counters of a lane. `received = sent + coalesced + dead_lettered + dropped + expired + pending`
+/// always.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LaneCounters {
     /// Items accepted.
@@ -52,6 +103,8 @@ pub struct LaneCounters {
     pub dead_lettered: u64,
     /// Items dropped because the lane hit `max_pending`.
     pub dropped: u64,
+    /// QRs not sent because they would have reached Laravel after they expired.
+    pub expired: u64,
     /// Items handed back for a later try.
     pub retried: u64,
     /// Items recovered from the durable outbox at start (counted in `received` too).
@@ -160,13 +213,14 @@ impl LaneQueue {
         }
     }
 
-    /// Adds an item due at `due`; a waiting item of the same session is replaced (its earlier due
-    /// time is kept). Past `max_pending`, the oldest waiting item is dropped. `seq` orders versions.
+    /// Adds an item with its `timing`; a waiting item of the same session is replaced (its
+    /// earlier times are kept). Past `max_pending`, the oldest waiting item is dropped. `seq`
+    /// orders versions.
     pub fn push(
         &mut self,
         item: OutboundItem,
         seq: u64,
-        due: Instant,
+        timing: Timing,
         urgent: bool,
         max_pending: usize,
     ) -> Pushed {
@@ -178,7 +232,7 @@ impl LaneQueue {
                 return Pushed::Stale;
             }
             waiting.item = item;
-            waiting.due = waiting.due.min(due);
+            waiting.timing = waiting.timing.earliest(timing);
             waiting.attempts = 0;
             waiting.seq = seq;
             if urgent && !waiting.urgent {
@@ -203,7 +257,7 @@ impl LaneQueue {
             item.coalescing_key(),
             Waiting {
                 item,
-                due,
+                timing,
                 attempts: 0,
                 seq,
                 urgent,
@@ -221,7 +275,7 @@ impl LaneQueue {
         max_pending: usize,
     ) -> Pushed {
         self.counters.recovered += 1;
-        self.push(item, seq, due, false, max_pending)
+        self.push(item, seq, Timing::deadline(due), false, max_pending)
     }
 
     /// Withdraws a session's waiting item (it went stale: a QR once the session connected or
@@ -233,45 +287,96 @@ impl LaneQueue {
         Some(withdrawn.seq)
     }
 
-    /// Whether a batch should leave now.
-    pub fn is_ready(&self, now: Instant, max_items: usize, draining: bool) -> bool {
-        if self.in_flight.is_some() || self.waiting.is_empty() {
-            return false;
-        }
-        if self.blocked_until.is_some_and(|until| until > now) {
-            return false;
-        }
-        draining
-            || self.waiting.len() >= max_items
-            || self.earliest_due().is_some_and(|due| due <= now)
+    /// Whether a batch should leave now, items leaving `lead` before their deadline.
+    pub fn is_ready(&self, now: Instant, lead: Duration, max_items: usize, draining: bool) -> bool {
+        self.next_wake(now, lead, max_items, draining)
+            .is_some_and(|at| at <= now)
     }
 
     /// When this lane next needs attention, if it holds anything it could send.
-    pub fn next_wake(&self, max_items: usize, draining: bool) -> Option<Instant> {
+    pub fn next_wake(
+        &self,
+        now: Instant,
+        lead: Duration,
+        max_items: usize,
+        draining: bool,
+    ) -> Option<Instant> {
         if self.in_flight.is_some() || self.waiting.is_empty() {
             return None;
         }
         let due = if draining || self.waiting.len() >= max_items {
-            Instant::now()
+            now
         } else {
-            self.earliest_due()?
+            self.earliest_send_at(lead)?
         };
         Some(self.blocked_until.map_or(due, |until| until.max(due)))
     }
 
-    fn earliest_due(&self) -> Option<Instant> {
-        self.waiting.values().map(|waiting| waiting.due).min()
+    /// Whether the lane could send now if asked (something waits, nothing is out, not blocked):
+    /// it may join a request another lane's deadline starts.
+    pub fn can_join(&self, now: Instant) -> bool {
+        self.in_flight.is_none()
+            && !self.waiting.is_empty()
+            && self.blocked_until.is_none_or(|until| until <= now)
     }
 
-    /// Takes the next batch: the `max_items` items due soonest. Call only when [`is_ready`](Self::is_ready).
-    pub fn take_batch(&mut self, max_items: usize) -> Vec<OutboundItem> {
-        // Pick urgent items first, then the soonest due, then the oldest (by sequence number, not
-        // position: removals reorder positions); the batch goes in arrival order.
+    /// When the first waiting item must leave.
+    pub fn earliest_send_at(&self, lead: Duration) -> Option<Instant> {
+        self.waiting
+            .values()
+            .map(|waiting| waiting.timing.send_at(lead))
+            .min()
+    }
+
+    /// Takes the next batch: the items due soonest, urgent ones first, up to `cap.max_items`
+    /// (`cap.backlog_items` while more than `max_items` are past their deadline). QRs that would
+    /// reach Laravel after `arrival_ms` (ms since the epoch) have expired: they are dropped.
+    pub fn take_batch(&mut self, cap: BatchCap, now: Instant, arrival_ms: u64) -> TakenBatch {
+        let mut expired = Vec::new();
+        if self.lane == Lane::Qr {
+            let counters = &mut self.counters;
+            let mut urgent_dropped = 0;
+            self.waiting.retain(|key, waiting| {
+                let alive = waiting
+                    .item
+                    .expires_at()
+                    .is_none_or(|expires_at| expires_at > arrival_ms);
+                if !alive {
+                    counters.expired += 1;
+                    urgent_dropped += usize::from(waiting.urgent);
+                    expired.push((key.clone(), waiting.seq));
+                }
+                alive
+            });
+            self.urgent_waiting -= urgent_dropped;
+        }
+        let overdue = self
+            .waiting
+            .values()
+            .filter(|waiting| waiting.timing.deadline <= now)
+            .count();
+        let max_items = if overdue > cap.max_items {
+            cap.backlog_items.max(cap.max_items)
+        } else {
+            cap.max_items
+        };
+        TakenBatch {
+            items: self.take_soonest(max_items),
+            expired,
+        }
+    }
+
+    fn take_soonest(&mut self, max_items: usize) -> Vec<OutboundItem> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        // Pick urgent items first, then the soonest deadline, then the oldest (by sequence number,
+        // not position: removals reorder positions); the batch goes in arrival order.
         let mut order: Vec<(bool, Instant, u64, usize)> = self
             .waiting
             .values()
             .enumerate()
-            .map(|(index, waiting)| (!waiting.urgent, waiting.due, waiting.seq, index))
+            .map(|(index, waiting)| (!waiting.urgent, waiting.timing.deadline, waiting.seq, index))
             .collect();
         if order.len() > max_items {
             order.select_nth_unstable(max_items - 1);
@@ -349,7 +454,7 @@ impl LaneQueue {
                 item.coalescing_key(),
                 Waiting {
                     item,
-                    due,
+                    timing: Timing::deadline(due),
                     attempts,
                     seq,
                     urgent: false,
@@ -408,6 +513,99 @@ mod tests {
         }
     }
 
+    fn cap(max_items: usize) -> BatchCap {
+        BatchCap {
+            max_items,
+            backlog_items: max_items,
+        }
+    }
+
+    fn qr(session: &str, expires_at: u64) -> OutboundItem {
+        OutboundItem {
+            session_id: session.into(),
+            payload: Payload::Qr {
+                qr: "data:image/png;base64,AAAA".into(),
+                expires_at,
+            },
+            user_id: None,
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn qrs_that_would_arrive_expired_are_dropped_and_counted() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Qr);
+        lane.push(qr("old", 1_000), 1, Timing::deadline(now), false, 10);
+        lane.push(qr("fresh", 9_000), 2, Timing::deadline(now), false, 10);
+        let taken = lane.take_batch(cap(10), now, 1_000);
+        assert_eq!(taken.items, vec![qr("fresh", 9_000)]);
+        assert_eq!(taken.expired, vec![("old".to_string(), 1)]);
+        assert_eq!(lane.counters.expired, 1);
+        assert!(holds_invariant(&lane));
+    }
+
+    #[test]
+    fn items_leave_early_by_the_expected_latency_and_urgent_ones_linger_less() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut lane = LaneQueue::new(Lane::Status);
+        lane.push(
+            status("a", EstadoQr::Pending),
+            1,
+            Timing::deadline(now + second),
+            false,
+            10,
+        );
+        let lead = Duration::from_millis(300);
+        assert_eq!(
+            lane.earliest_send_at(lead),
+            Some(now + Duration::from_millis(700))
+        );
+        assert!(!lane.is_ready(now + Duration::from_millis(699), lead, 10, false));
+        assert!(lane.is_ready(now + Duration::from_millis(700), lead, 10, false));
+        let urgent = Timing {
+            send_by: now + Duration::from_millis(250),
+            deadline: now + Duration::from_millis(500),
+        };
+        lane.push(status("b", EstadoQr::Active), 2, urgent, true, 10);
+        assert_eq!(
+            lane.earliest_send_at(Duration::from_millis(100)),
+            Some(now + Duration::from_millis(250))
+        );
+        assert_eq!(
+            lane.earliest_send_at(lead),
+            Some(now + Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn a_backlog_past_its_deadlines_drains_in_larger_batches() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Status);
+        for index in 0..30u64 {
+            lane.push(
+                status(&format!("s{index}"), EstadoQr::Pending),
+                index,
+                Timing::deadline(now),
+                false,
+                100,
+            );
+        }
+        let cap = BatchCap {
+            max_items: 10,
+            backlog_items: 25,
+        };
+        assert_eq!(lane.take_batch(cap, now, 0).items.len(), 25);
+        lane.settle(
+            DeliveryOutcome::default(),
+            now,
+            Duration::from_secs(1),
+            Duration::from_secs(8),
+        );
+        assert_eq!(lane.take_batch(cap, now, 0).items.len(), 5);
+    }
+
     fn holds_invariant(lane: &LaneQueue) -> bool {
         let counters = &lane.counters;
         counters.received
@@ -415,6 +613,7 @@ mod tests {
                 + counters.coalesced
                 + counters.dead_lettered
                 + counters.dropped
+                + counters.expired
                 + lane.pending() as u64
     }
 
@@ -425,28 +624,28 @@ mod tests {
         lane.push(
             status("a", EstadoQr::Pending),
             1,
-            now + Duration::from_secs(1),
+            Timing::deadline(now + Duration::from_secs(1)),
             false,
             100,
         );
         lane.push(
             status("a", EstadoQr::Active),
             1,
-            now + Duration::from_secs(5),
+            Timing::deadline(now + Duration::from_secs(5)),
             false,
             100,
         );
         lane.push(
             status("b", EstadoQr::Pending),
             1,
-            now + Duration::from_secs(3),
+            Timing::deadline(now + Duration::from_secs(3)),
             false,
             100,
         );
         assert_eq!(lane.pending(), 2);
-        assert!(!lane.is_ready(now, 10, false));
-        assert!(lane.is_ready(now + Duration::from_secs(1), 10, false));
-        let batch = lane.take_batch(10);
+        assert!(!lane.is_ready(now, Duration::ZERO, 10, false));
+        assert!(lane.is_ready(now + Duration::from_secs(1), Duration::ZERO, 10, false));
+        let batch = lane.take_batch(cap(10), now, 0).items;
         assert_eq!(
             batch,
             vec![
@@ -465,17 +664,20 @@ mod tests {
             lane.push(
                 status(&format!("s{index}"), EstadoQr::Pending),
                 1,
-                now + Duration::from_secs(10 - index),
+                Timing::deadline(now + Duration::from_secs(10 - index)),
                 false,
                 100,
             );
         }
-        assert!(lane.is_ready(now, 3, false), "a full batch leaves at once");
-        let batch = lane.take_batch(3);
+        assert!(
+            lane.is_ready(now, Duration::ZERO, 3, false),
+            "a full batch leaves at once"
+        );
+        let batch = lane.take_batch(cap(3), now, 0).items;
         let ids: Vec<_> = batch.iter().map(|item| item.session_id.as_str()).collect();
         assert_eq!(ids, vec!["s2", "s3", "s4"]);
         assert!(
-            !lane.is_ready(now, 3, true),
+            !lane.is_ready(now, Duration::ZERO, 3, true),
             "one batch in flight at a time"
         );
     }
@@ -484,11 +686,35 @@ mod tests {
     fn deferred_items_come_back_unless_a_newer_one_arrived() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Status);
-        lane.push(status("a", EstadoQr::Pending), 1, now, false, 100);
-        lane.push(status("b", EstadoQr::Pending), 1, now, false, 100);
-        lane.push(status("c", EstadoQr::Pending), 1, now, false, 100);
-        let batch = lane.take_batch(10);
-        lane.push(status("a", EstadoQr::Active), 1, now, false, 100);
+        lane.push(
+            status("a", EstadoQr::Pending),
+            1,
+            Timing::deadline(now),
+            false,
+            100,
+        );
+        lane.push(
+            status("b", EstadoQr::Pending),
+            1,
+            Timing::deadline(now),
+            false,
+            100,
+        );
+        lane.push(
+            status("c", EstadoQr::Pending),
+            1,
+            Timing::deadline(now),
+            false,
+            100,
+        );
+        let batch = lane.take_batch(cap(10), now, 0).items;
+        lane.push(
+            status("a", EstadoQr::Active),
+            1,
+            Timing::deadline(now),
+            false,
+            100,
+        );
         let mut outcome = DeliveryOutcome::default();
         let mut batch = batch.into_iter();
         outcome.deferred.push(batch.next().expect("a"));
@@ -499,7 +725,7 @@ mod tests {
         assert_eq!(lane.counters.coalesced, 1);
         assert_eq!(lane.counters.dead_lettered, 1);
         assert!(holds_invariant(&lane));
-        let batch = lane.take_batch(10);
+        let batch = lane.take_batch(cap(10), now, 0).items;
         assert!(batch.contains(&status("a", EstadoQr::Active)));
         assert!(batch.contains(&status("b", EstadoQr::Pending)));
     }
@@ -512,14 +738,14 @@ mod tests {
             lane.push(
                 status(&format!("s{seq}"), EstadoQr::Pending),
                 seq,
-                now,
+                Timing::deadline(now),
                 false,
                 100,
             );
         }
         let mut sent = Vec::new();
         while lane.pending() > 0 {
-            let batch = lane.take_batch(2);
+            let batch = lane.take_batch(cap(2), now, 0).items;
             sent.extend(batch.iter().map(|item| item.session_id.clone()));
             let outcome = DeliveryOutcome {
                 delivered: batch,
@@ -539,7 +765,7 @@ mod tests {
             lane.push(
                 status(&format!("old{index}"), EstadoQr::Pending),
                 1,
-                now,
+                Timing::deadline(now),
                 false,
                 100,
             );
@@ -547,12 +773,12 @@ mod tests {
         lane.push(
             status("urgent", EstadoQr::Active),
             1,
-            now + Duration::from_secs(1),
+            Timing::deadline(now + Duration::from_secs(1)),
             true,
             100,
         );
         assert!(lane.has_urgent());
-        let batch = lane.take_batch(2);
+        let batch = lane.take_batch(cap(2), now, 0).items;
         assert!(
             batch.iter().any(|item| item.session_id == "urgent"),
             "{batch:?}"
@@ -565,7 +791,13 @@ mod tests {
     fn a_retracted_item_counts_as_coalesced() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Qr);
-        lane.push(status("a", EstadoQr::Pending), 1, now, false, 10);
+        lane.push(
+            status("a", EstadoQr::Pending),
+            1,
+            Timing::deadline(now),
+            false,
+            10,
+        );
         assert_eq!(lane.retract("a"), Some(1));
         assert_eq!(lane.retract("a"), None);
         assert_eq!(lane.pending(), 0);
@@ -576,8 +808,14 @@ mod tests {
     fn a_blocked_lane_waits_and_overflow_drops_the_oldest() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Qr);
-        lane.push(status("a", EstadoQr::Pending), 1, now, false, 2);
-        let batch = lane.take_batch(10);
+        lane.push(
+            status("a", EstadoQr::Pending),
+            1,
+            Timing::deadline(now),
+            false,
+            2,
+        );
+        let batch = lane.take_batch(cap(10), now, 0).items;
         lane.settle(
             DeliveryOutcome {
                 deferred: batch,
@@ -588,10 +826,22 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(8),
         );
-        assert!(!lane.is_ready(now + Duration::from_secs(4), 10, true));
-        assert!(lane.is_ready(now + Duration::from_secs(5), 10, false));
-        lane.push(status("b", EstadoQr::Pending), 1, now, false, 2);
-        lane.push(status("c", EstadoQr::Pending), 1, now, false, 2);
+        assert!(!lane.is_ready(now + Duration::from_secs(4), Duration::ZERO, 10, true));
+        assert!(lane.is_ready(now + Duration::from_secs(5), Duration::ZERO, 10, false));
+        lane.push(
+            status("b", EstadoQr::Pending),
+            1,
+            Timing::deadline(now),
+            false,
+            2,
+        );
+        lane.push(
+            status("c", EstadoQr::Pending),
+            1,
+            Timing::deadline(now),
+            false,
+            2,
+        );
         assert_eq!(lane.counters.dropped, 1);
         assert!(holds_invariant(&lane));
     }

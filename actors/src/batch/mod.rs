@@ -1,34 +1,42 @@
 //! `BatchActor`: coalesces QR and status events per session and hands batches to the sink.
 //!
 //! Three lanes (qr, status, message), each a [`LaneQueue`]; messages are never coalesced (each
-//! is its own item, delivered at least once, in arrival order, waiting `status_interval`). A lane flushes when it holds `max_items`, when
-//! its earliest item is due (QR: `interval`; normal status: `status_interval`; urgent status:
-//! `priority_delay / 2`), or when draining for shutdown. One batch per lane is at the sink at a
-//! time. Requests are spaced by the pacing gap and take their items when the slot comes (so
-//! batches fill up meanwhile), the fuller lane first; a batch with an urgent status skips the
-//! gap without taking a slot, and urgent items are picked first for their batch. A status
-//! other than `pending` withdraws the session's waiting QR: once connected or closed, it is stale.
+//! is its own item, delivered at least once, in arrival order). Every item has a deadline at
+//! Laravel: a QR `qr_deadline` after it appeared, an urgent status `priority_delay` (lingering at
+//! most half of it for company), a normal status `status_interval`, a message `message_deadline`.
+//! A lane flushes when its earliest item must leave (its deadline less the expected request
+//! latency), when it holds `max_items`, or when draining for shutdown, and takes everything it
+//! holds up to the batch cap, so a request carries as much as it can. With the combined
+//! contract, every other lane that holds items joins that request. Requests start within the
+//! adaptive [`RequestBudget`]; while it is tight, items wait and batches fill up (up to
+//! `max_items_backlog` while a backlog drains). One batch per lane is at the sink at a time. QRs
+//! that would reach Laravel after they expire are dropped. A status other than `pending`
+//! withdraws the session's waiting QR: once connected or closed, it is stale.
 
+mod budget;
 mod config;
 mod lane;
 mod outbox;
+mod stats;
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::Serialize;
 use slog::{Logger, info, warn};
 use tokio::sync::oneshot;
 
+pub use budget::{BudgetLimits, BudgetStats, RequestBudget, RequestSample};
 pub use config::BatchConfig;
-pub use lane::{LaneCounters, LaneQueue, LaneStats, Pushed, Settled};
+pub use lane::{BatchCap, LaneCounters, LaneQueue, LaneStats, Pushed, Settled, TakenBatch, Timing};
 pub use outbox::{DurableOutbox, StoredItem};
+pub use stats::{BatchStats, GetBatchStats, OutboxStats};
 
 use crate::{
     messages::{
         EstadoQr, Lane, MessageReceived, OutboundItem, Payload, QrCode, StatusChanged, Urgency,
+        unix_millis,
     },
-    sink::{Deliver, DeliveryOutcome, LaravelSink},
+    sink::{Contract, Deliver, DeliveryOutcome, LaravelSink},
     store::{drive_writes, next_seq},
 };
 
@@ -53,10 +61,12 @@ pub struct BatchActor {
     outbox: Option<DurableOutbox>,
     /// The pending wake-up and when it fires; replaced when something is due sooner.
     wake: Option<(Instant, SpawnHandle)>,
-    /// Minimum gap between the starts of two requests (`laravel.min_request_gap`).
-    pacing: Duration,
-    /// When the next non-urgent request may start.
-    next_request_at: Instant,
+    /// How many requests may be out and how fast they may start; adapts to Laravel's answers.
+    budget: RequestBudget,
+    /// One request carries every lane that holds items (`laravel.contract = "combined"`).
+    combined: bool,
+    /// Largest batch while a backlog drains; a 413 halves it, down to `max_items`.
+    backlog_items: usize,
     /// Set by [`Drain`]: every lane flushes regardless of due times.
     draining: bool,
     /// Answered once what they wait for holds.
@@ -74,12 +84,13 @@ impl BatchActor {
         log: Logger,
     ) -> Self {
         Self {
+            backlog_items: config.max_items_backlog,
             config,
             lanes: Lane::ALL.map(LaneQueue::new),
             sink,
             outbox,
-            pacing: Duration::ZERO,
-            next_request_at: Instant::now(),
+            budget: RequestBudget::new(BudgetLimits::default(), Instant::now()),
+            combined: false,
             wake: None,
             draining: false,
             waiters: Vec::new(),
@@ -87,16 +98,17 @@ impl BatchActor {
         }
     }
 
-    /// Spaces requests to Laravel by at least `gap` (urgent statuses excepted).
-    pub fn with_pacing(mut self, gap: Duration) -> Self {
-        self.pacing = gap;
+    /// Starts requests within `limits` (adapted below them) under `contract`.
+    pub fn with_budget(mut self, limits: BudgetLimits, contract: Contract) -> Self {
+        self.budget = RequestBudget::new(limits, Instant::now());
+        self.combined = contract == Contract::Combined;
         self
     }
 
     fn accept(
         &mut self,
         item: OutboundItem,
-        delay: Duration,
+        timing: Timing,
         urgent: bool,
         ctx: &mut Context<Self>,
     ) {
@@ -105,13 +117,8 @@ impl BatchActor {
             outbox.record(&item, seq);
         }
         let lane = item.lane();
-        let pushed = self.lanes[lane.index()].push(
-            item,
-            seq,
-            Instant::now() + delay,
-            urgent,
-            self.config.max_pending,
-        );
+        let pushed =
+            self.lanes[lane.index()].push(item, seq, timing, urgent, self.config.max_pending);
         self.after_push(lane, pushed);
         self.persist(ctx);
         self.pump(ctx);
@@ -130,56 +137,123 @@ impl BatchActor {
         }
     }
 
-    /// Sends every ready lane's batch, then sets the next wake-up.
+    /// Whether `lane` may send at all now (messages wait for the outbox recovery, so they
+    /// stay in order).
+    fn lane_open(&self, lane: Lane) -> bool {
+        lane != Lane::Message || self.outbox.as_ref().is_none_or(|outbox| outbox.recovered)
+    }
+
+    /// The ready lanes, the one whose first item must leave soonest first.
+    fn ready_lanes(&self, now: Instant, lead: Duration) -> Vec<Lane> {
+        let mut ready: Vec<(Instant, Lane)> = Lane::ALL
+            .into_iter()
+            .filter(|lane| self.lane_open(*lane))
+            .filter_map(|lane| {
+                let queue = &self.lanes[lane.index()];
+                queue
+                    .is_ready(now, lead, self.config.max_items, self.draining)
+                    .then(|| (queue.earliest_send_at(lead).unwrap_or(now), lane))
+            })
+            .collect();
+        ready.sort_unstable_by_key(|(send_at, lane)| (*send_at, lane.index()));
+        ready.into_iter().map(|(_, lane)| lane).collect()
+    }
+
+    /// Sends requests while a lane is ready and the budget allows, then sets the next wake-up.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        // The fuller lane takes the next pacing slot; an urgent status skips the gap without
-        // taking a slot, so urgent traffic cannot starve the QR lane.
-        let mut order = Lane::ALL;
-        order.sort_by_key(|lane| std::cmp::Reverse(self.lanes[lane.index()].pending()));
-        // Messages wait for what an earlier run left in the outbox, so they stay in order.
-        let recovering = self.outbox.as_ref().is_some_and(|outbox| !outbox.recovered);
-        for lane in order {
-            let queue = &self.lanes[lane.index()];
-            if !queue.is_ready(now, self.config.max_items, self.draining)
-                || (lane == Lane::Message && recovering)
-            {
+        let lead = self.budget.expected_latency();
+        let mut forgot = false;
+        loop {
+            let ready = self.ready_lanes(now, lead);
+            let Some(&first) = ready.first() else { break };
+            if !self.budget.may_start(now) {
+                break;
+            }
+            let lanes: Vec<Lane> = if self.combined {
+                Lane::ALL
+                    .into_iter()
+                    .filter(|lane| self.lane_open(*lane) && self.lanes[lane.index()].can_join(now))
+                    .collect()
+            } else {
+                vec![first]
+            };
+            let (items, sent_lanes) = self.take_request(&lanes, now, lead, &mut forgot);
+            if items.is_empty() {
                 continue;
             }
-            if now >= self.next_request_at {
-                self.next_request_at = now + self.pacing;
-            } else if !queue.has_urgent() {
-                continue;
-            }
-            {
-                let items = self.lanes[lane.index()].take_batch(self.config.max_items);
-                self.sink
-                    .send(Deliver { lane, items })
-                    .into_actor(self)
-                    .map(move |answer, actor, ctx| {
-                        let outcome = answer.unwrap_or_else(|_| DeliveryOutcome::default());
-                        actor.settle(lane, outcome, ctx);
-                    })
-                    .spawn(ctx);
-            }
+            self.budget.start(now);
+            self.sink
+                .send(Deliver { items })
+                .into_actor(self)
+                .map(move |answer, actor, ctx| {
+                    let outcome = answer.unwrap_or_else(|_| DeliveryOutcome::default());
+                    actor.settle(&sent_lanes, outcome, ctx);
+                })
+                .spawn(ctx);
+        }
+        if forgot {
+            self.persist(ctx);
         }
         self.schedule_wake(ctx);
         self.answer_waiters();
     }
 
-    fn settle(&mut self, lane: Lane, outcome: DeliveryOutcome, ctx: &mut Context<Self>) {
-        let retry_base = match lane {
-            Lane::Qr => self.config.interval,
-            Lane::Status | Lane::Message => self.config.status_interval,
+    /// Takes one batch from each of `lanes`; QRs that would arrive expired are dropped (and
+    /// forgotten by the outbox). Answers the items and the lanes that now have a batch out.
+    fn take_request(
+        &mut self,
+        lanes: &[Lane],
+        now: Instant,
+        lead: Duration,
+        forgot: &mut bool,
+    ) -> (Vec<OutboundItem>, Vec<Lane>) {
+        let cap = BatchCap {
+            max_items: if self.draining {
+                self.backlog_items
+            } else {
+                self.config.max_items
+            },
+            backlog_items: self.backlog_items,
         };
-        let settled = self.lanes[lane.index()].settle(
-            outcome,
-            Instant::now(),
-            retry_base,
-            self.config.retry_backoff_max,
-        );
-        for (key, seq) in settled {
-            self.forget(lane, &key, seq);
+        let lead_ms = u64::try_from(lead.as_millis()).unwrap_or(u64::MAX);
+        let arrival_ms = unix_millis().saturating_add(lead_ms);
+        let mut items = Vec::new();
+        let mut sent_lanes = Vec::with_capacity(lanes.len());
+        for &lane in lanes {
+            let taken = self.lanes[lane.index()].take_batch(cap, now, arrival_ms);
+            for (key, seq) in &taken.expired {
+                self.forget(lane, key, *seq);
+                *forgot = true;
+            }
+            if !taken.items.is_empty() {
+                sent_lanes.push(lane);
+                items.extend(taken.items);
+            }
+        }
+        (items, sent_lanes)
+    }
+
+    fn settle(&mut self, lanes: &[Lane], mut outcome: DeliveryOutcome, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.budget.finish(&outcome.samples, now);
+        if outcome.too_large {
+            self.backlog_items = (self.backlog_items / 2).max(self.config.max_items);
+        }
+        for &lane in lanes {
+            let retry_base = match lane {
+                Lane::Qr => self.config.qr_deadline,
+                Lane::Status | Lane::Message => self.config.status_interval,
+            };
+            let settled = self.lanes[lane.index()].settle(
+                outcome.for_lane(lane),
+                now,
+                retry_base,
+                self.config.retry_backoff_max,
+            );
+            for (key, seq) in settled {
+                self.forget(lane, &key, seq);
+            }
         }
         self.persist(ctx);
         self.pump(ctx);
@@ -238,32 +312,31 @@ impl BatchActor {
     }
 
     fn schedule_wake(&mut self, ctx: &mut Context<Self>) {
-        let next = self
-            .lanes
-            .iter()
+        let now = Instant::now();
+        let lead = self.budget.expected_latency();
+        let lane_wake = Lane::ALL
+            .into_iter()
+            .filter(|lane| self.lane_open(*lane))
             .filter_map(|lane| {
-                let wake = lane.next_wake(self.config.max_items, self.draining)?;
-                Some(if lane.has_urgent() {
-                    wake
-                } else {
-                    wake.max(self.next_request_at)
-                })
+                self.lanes[lane.index()].next_wake(now, lead, self.config.max_items, self.draining)
             })
             .min();
-        let Some(next) = next else { return };
+        let Some(lane_wake) = lane_wake else { return };
+        // With every request place taken, the next answer pumps again.
+        let Some(budget_wake) = self.budget.next_start(now) else {
+            return;
+        };
+        let next = lane_wake.max(budget_wake);
         if let Some((at, handle)) = self.wake {
             if at <= next {
                 return;
             }
             ctx.cancel_future(handle);
         }
-        let handle = ctx.run_later(
-            next.saturating_duration_since(Instant::now()),
-            |actor, ctx| {
-                actor.wake = None;
-                actor.pump(ctx);
-            },
-        );
+        let handle = ctx.run_later(next.saturating_duration_since(now), |actor, ctx| {
+            actor.wake = None;
+            actor.pump(ctx);
+        });
         self.wake = Some((next, handle));
     }
 
@@ -298,23 +371,6 @@ impl BatchActor {
             let _ = receiver.await;
         })
     }
-
-    fn stats(&self) -> BatchStats {
-        let now = Instant::now();
-        BatchStats {
-            qr: self.lanes[Lane::Qr.index()].stats(now),
-            status: self.lanes[Lane::Status.index()].stats(now),
-            message: self.lanes[Lane::Message.index()].stats(now),
-            draining: self.draining,
-            max_items: self.config.max_items,
-            outbox: self.outbox.as_ref().map(|outbox| OutboxStats {
-                unwritten: outbox.queue.unwritten(),
-                written: outbox.queue.written,
-                failed_writes: outbox.queue.failed_writes,
-                recovered: outbox.recovered,
-            }),
-        }
-    }
 }
 
 /// How soon recovery is tried again while Redis does not answer.
@@ -333,7 +389,8 @@ impl Handler<MessageReceived> for BatchActor {
     type Result = ();
 
     fn handle(&mut self, event: MessageReceived, ctx: &mut Context<Self>) {
-        self.accept(event.item, self.config.status_interval, false, ctx);
+        let timing = Timing::deadline(Instant::now() + self.config.message_deadline);
+        self.accept(event.item, timing, false, ctx);
     }
 }
 
@@ -341,7 +398,8 @@ impl Handler<QrCode> for BatchActor {
     type Result = ();
 
     fn handle(&mut self, event: QrCode, ctx: &mut Context<Self>) {
-        self.accept(event.item, self.config.interval, false, ctx);
+        let timing = Timing::deadline(Instant::now() + self.config.qr_deadline);
+        self.accept(event.item, timing, false, ctx);
     }
 }
 
@@ -360,12 +418,16 @@ impl Handler<StatusChanged> for BatchActor {
         {
             self.forget(Lane::Qr, &event.item.session_id, seq);
         }
-        let delay = match event.urgency {
+        let now = Instant::now();
+        let timing = match event.urgency {
             // Up to half the allowed delay for company: bursts of urgent statuses share a request.
-            Urgency::Urgent => self.config.priority_delay / 2,
-            Urgency::Normal => self.config.status_interval,
+            Urgency::Urgent => Timing {
+                send_by: now + self.config.priority_delay / 2,
+                deadline: now + self.config.priority_delay,
+            },
+            Urgency::Normal => Timing::deadline(now + self.config.status_interval),
         };
-        self.accept(event.item, delay, event.urgency == Urgency::Urgent, ctx);
+        self.accept(event.item, timing, event.urgency == Urgency::Urgent, ctx);
     }
 }
 
@@ -404,48 +466,5 @@ impl Handler<FlushOutbox> for BatchActor {
         self.persist(ctx);
         self.answer_waiters();
         answer
-    }
-}
-
-/// The durable outbox's figures.
-#[derive(Clone, Debug, Serialize)]
-pub struct OutboxStats {
-    /// Changes not yet known to be in Redis.
-    pub unwritten: usize,
-    /// Changes written since start.
-    pub written: u64,
-    /// Failed writes since start.
-    pub failed_writes: u64,
-    /// Whether the previous run's items were loaded.
-    pub recovered: bool,
-}
-
-/// Both lanes' figures (`/metrics/batch`).
-#[derive(Clone, Debug, Serialize)]
-pub struct BatchStats {
-    /// The QR lane.
-    pub qr: LaneStats,
-    /// The status lane.
-    pub status: LaneStats,
-    /// The incoming-message lane.
-    pub message: LaneStats,
-    /// Whether a shutdown drain is under way.
-    pub draining: bool,
-    /// Configured batch size.
-    pub max_items: usize,
-    /// The durable outbox, when Redis is enabled.
-    pub outbox: Option<OutboxStats>,
-}
-
-/// Reads both lanes' figures.
-#[derive(Message, Debug)]
-#[rtype(result = "BatchStats")]
-pub struct GetBatchStats;
-
-impl Handler<GetBatchStats> for BatchActor {
-    type Result = MessageResult<GetBatchStats>;
-
-    fn handle(&mut self, _: GetBatchStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats())
     }
 }

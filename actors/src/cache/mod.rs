@@ -40,8 +40,8 @@ use crate::{
 pub enum CacheEntry {
     /// A QR was forwarded.
     Qr {
-        /// The PNG data URL.
-        qr: String,
+        /// The PNG data URL (the session's one rendering, shared).
+        qr: std::sync::Arc<str>,
         /// Digest of the raw QR text, for dedupe.
         digest: String,
     },

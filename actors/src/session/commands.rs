@@ -105,26 +105,32 @@ impl Handler<StopSession> for SessionActor {
 pub struct QrView {
     /// The raw QR text.
     pub raw: String,
+    /// Its PNG data URL: the rendering Laravel gets (made once per QR).
+    pub qr: std::sync::Arc<str>,
     /// Milliseconds until it expires.
     pub expires_in_ms: u64,
 }
 
-/// Reads the QR shown now, if any.
+/// Reads the QR shown now, if any (an error when it cannot be rendered).
 #[derive(Message, Debug)]
-#[rtype(result = "Option<QrView>")]
+#[rtype(result = "Option<Result<QrView, crate::qr_image::QrImageError>>")]
 pub struct CurrentQr;
 
 impl Handler<CurrentQr> for SessionActor {
-    type Result = Option<QrView>;
+    type Result = Option<Result<QrView, crate::qr_image::QrImageError>>;
 
     fn handle(&mut self, _: CurrentQr, _: &mut Context<Self>) -> Self::Result {
-        let (raw, expires_at) = self.current_qr.as_ref()?;
-        Some(QrView {
-            raw: raw.clone(),
-            expires_in_ms: super::millis(
-                expires_at.saturating_duration_since(std::time::Instant::now()),
-            ),
-        })
+        let shown = self.current_qr.as_mut()?;
+        let expires_in_ms = super::millis(
+            shown
+                .expires_at
+                .saturating_duration_since(std::time::Instant::now()),
+        );
+        Some(shown.rendered(&mut self.qr_rendered).map(|qr| QrView {
+            raw: shown.raw.clone(),
+            qr,
+            expires_in_ms,
+        }))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `[sessions]` settings: limits, sweeps, throttles, reconnects and restarts.
+//! The `[sessions]` settings: limits, sweeps, the QR storm guard, reconnects and restarts.
 
 use std::time::Duration;
 
@@ -31,9 +31,12 @@ pub struct SessionConfig {
     /// How often a session checks its idle time and lifetime.
     #[serde(with = "humantime_serde")]
     pub housekeeping_interval: Duration,
-    /// Per-session QR forwarding window: the newest QR is held and sent when it ends.
+    /// Storm guard: at most one QR per session per interval reaches Laravel; a newer one waits
+    /// (the newest wins) until the interval ends, or until the QR Laravel holds expires if that
+    /// comes first. WhatsApp's own rotation (one QR per 20 s) is never held. Zero disables it.
+    /// (`qr_throttle`, its old name, is read as this with a deprecation warning.)
     #[serde(with = "humantime_serde")]
-    pub qr_throttle: Duration,
+    pub qr_min_interval: Duration,
     /// Report `pending` again with every QR, as the seeds' old service did (benchmark's naive
     /// mode only: it doubles the traffic).
     pub status_with_every_qr: bool,
@@ -69,7 +72,7 @@ impl Default for SessionConfig {
             idle_ttl: Duration::from_secs(24 * 3600),
             max_lifetime: Duration::from_secs(7 * 24 * 3600),
             housekeeping_interval: Duration::from_secs(60),
-            qr_throttle: Duration::from_secs(30),
+            qr_min_interval: Duration::from_secs(5),
             status_with_every_qr: false,
             reconnect_base: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),

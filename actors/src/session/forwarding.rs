@@ -1,13 +1,16 @@
-//! How a session hands its QR codes, statuses and received messages on: render, dedupe,
-//! throttle, and hold what the full batch mailbox cannot take yet (the latest per lane),
+//! How a session hands its QR codes, statuses and received messages on: render once, dedupe,
+//! storm-guard, and hold what the full batch mailbox cannot take yet (the latest per lane),
 //! retrying shortly; received messages are confirmed to the engine once in the durable outbox.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::prelude::*;
 use slog::warn;
 
-use super::{QrDecision, SessionActor, SessionState, qr_forwarding::qr_digest};
+use super::{QrDecision, SessionActor, SessionState, ShownQr, qr_forwarding::qr_digest};
 use crate::{
     batch::FlushOutbox,
     cache::CacheEntry,
@@ -16,7 +19,6 @@ use crate::{
         EstadoQr, MessageReceived, OutboundItem, Payload, QrCode, StatusChanged, Urgency,
         unix_millis,
     },
-    qr_image::qr_data_url,
 };
 
 /// How soon a session retries handing an event to a full batch mailbox.
@@ -82,16 +84,23 @@ impl SessionActor {
         }
     }
 
+    /// Hands the QR shown now to the batch actor and the cache, rendering it once (the same
+    /// rendering answers `GET /sessions/{id}/qr`).
     pub(super) fn forward_qr(&mut self, code: &str, ctx: &mut Context<Self>) {
-        match qr_data_url(code) {
+        let Some(shown) = self.current_qr.as_mut().filter(|shown| shown.raw == code) else {
+            // Only the QR shown now is ever forwarded: an older one is stale.
+            return;
+        };
+        let expires_at = shown.expires_at_ms;
+        match shown.rendered(&mut self.qr_rendered) {
             Ok(qr) => {
                 self.qr_forwarded += 1;
                 self.tell_cache(CacheEntry::Qr {
-                    qr: qr.clone(),
+                    qr: Arc::clone(&qr),
                     digest: qr_digest(code),
                 });
                 self.held.qr = Some(QrCode {
-                    item: self.item(Payload::Qr { qr }),
+                    item: self.item(Payload::Qr { qr, expires_at }),
                 });
                 self.flush_held(ctx);
                 if self.config.status_with_every_qr {
@@ -196,7 +205,8 @@ impl SessionActor {
         self.qr_count += 1;
         let now = Instant::now();
         self.last_qr_at = Some(now);
-        self.current_qr = Some((code.clone(), now + valid_for));
+        let expires_at = now + valid_for;
+        self.current_qr = Some(ShownQr::new(code.clone(), expires_at, valid_for));
         self.next_retry_at = None;
         if matches!(
             self.state,
@@ -204,20 +214,25 @@ impl SessionActor {
         ) {
             self.set_state(SessionState::Pending);
         }
-        match self.qr.offer(code, now, self.config.qr_throttle) {
+        match self
+            .qr
+            .offer(code, expires_at, now, self.config.qr_min_interval)
+        {
             QrDecision::Forward(code) => self.forward_qr(&code, ctx),
             QrDecision::HoldUntil(at) => {
-                if self.qr_release.is_none() {
-                    let handle = ctx.run_later(at.saturating_duration_since(now), |actor, ctx| {
-                        actor.qr_release = None;
-                        if let Some(code) =
-                            actor.qr.release(Instant::now(), actor.config.qr_throttle)
-                        {
-                            actor.forward_qr(&code, ctx);
-                        }
-                    });
-                    self.qr_release = Some(handle);
+                if let Some(handle) = self.qr_release.take() {
+                    ctx.cancel_future(handle);
                 }
+                let handle = ctx.run_later(at.saturating_duration_since(now), |actor, ctx| {
+                    actor.qr_release = None;
+                    if let Some(code) = actor
+                        .qr
+                        .release(Instant::now(), actor.config.qr_min_interval)
+                    {
+                        actor.forward_qr(&code, ctx);
+                    }
+                });
+                self.qr_release = Some(handle);
             }
             QrDecision::Duplicate => {}
         }

@@ -7,6 +7,7 @@ mod config;
 mod forwarding;
 mod lifecycle;
 mod qr_forwarding;
+mod shown_qr;
 mod state;
 
 use std::{
@@ -28,6 +29,7 @@ pub use commands::{
 pub use config::SessionConfig;
 use forwarding::HeldEvents;
 pub use qr_forwarding::{QrDecision, QrForwarder, fnv1a, qr_digest};
+use shown_qr::ShownQr;
 pub use state::{ActorInspection, SessionState};
 
 use crate::{
@@ -90,18 +92,21 @@ pub struct SessionActor {
     config: Arc<SessionConfig>,
     /// Lifecycle state.
     state: SessionState,
-    /// QR dedupe and throttle.
+    /// QR dedupe and storm guard.
     qr: QrForwarder,
-    /// The pending trailing-edge QR release.
+    /// The pending trailing-edge QR release (one at a time: a newer hold replaces it).
     qr_release: Option<SpawnHandle>,
     /// QR codes produced by the engine.
     qr_count: u64,
     /// QR codes handed on.
     qr_forwarded: u64,
+    /// QR codes rendered as PNG: at most one rendering per QR, and only for a QR that is
+    /// forwarded or asked for (a QR the storm guard replaced is never rendered).
+    qr_rendered: u64,
     /// When the last QR arrived.
     last_qr_at: Option<Instant>,
-    /// The QR shown now (raw text) and when it expires; `None` once connected or closed.
-    current_qr: Option<(String, Instant)>,
+    /// The QR shown now, its expiry and rendering; `None` once connected or closed.
+    current_qr: Option<ShownQr>,
     /// Text messages sent through the engine.
     messages_sent: u64,
     /// The last status handed on (statuses are deduplicated too).
@@ -173,6 +178,7 @@ impl SessionActor {
                 qr_release: None,
                 qr_count: 0,
                 qr_forwarded: 0,
+                qr_rendered: 0,
                 last_qr_at: None,
                 current_qr: None,
                 messages_sent: 0,
@@ -247,6 +253,8 @@ impl SessionActor {
             qr_count: self.qr_count,
             last_qr_age_ms: self.last_qr_at.map(|at| millis(now - at)),
             qr_forwarded: self.qr_forwarded,
+            qr_rendered: self.qr_rendered,
+            qr_expired_held: self.qr.expired,
             qr_duplicates: self.qr.duplicates,
             qr_held: self.qr.has_held(),
             last_status: self.last_status.map(EstadoQr::as_str),

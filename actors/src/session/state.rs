@@ -64,6 +64,10 @@ pub struct ActorInspection {
     pub last_qr_age_ms: Option<u64>,
     /// QR codes handed to the batch queue.
     pub qr_forwarded: u64,
+    /// QR codes rendered as PNG (once per QR at most).
+    pub qr_rendered: u64,
+    /// QRs the storm guard held until they expired (never sent).
+    pub qr_expired_held: u64,
     /// QR codes dropped as duplicates.
     pub qr_duplicates: u64,
     /// Whether a QR waits for the throttle window.

@@ -2,7 +2,6 @@
 
 use std::{
     cell::RefCell,
-    collections::HashSet,
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -13,12 +12,16 @@ use slog::{Logger, debug, warn};
 
 use super::{
     SinkConfig,
-    request::{AttemptResult, classify, parse_retry_after, request_for, request_signature},
+    request::{
+        AttemptResult, Contract, FailedIds, classify, parse_retry_after, request_for,
+        request_signature,
+    },
     retry::backoff_delay,
 };
 use crate::{
+    batch::RequestSample,
     breaker::{AcquirePermit, CircuitBreaker, Permit, RecordOutcome},
-    messages::{Lane, OutboundItem, unix_millis},
+    messages::{OutboundItem, unix_millis},
 };
 
 /// Largest answer body read from Laravel.
@@ -26,13 +29,12 @@ const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// Wait suggested to the queue when the breaker actor is gone (shutting down).
 const BREAKER_GONE_WAIT: Duration = Duration::from_secs(1);
 
-/// Delivers one batch of a lane. Items hold at most one entry per session.
+/// Delivers one request's items: one lane's batch (split contract), or a batch of every due
+/// lane (combined). Items hold at most one entry per session and lane.
 #[derive(Message, Debug)]
 #[rtype(result = "DeliveryOutcome")]
 pub struct Deliver {
-    /// Which endpoint.
-    pub lane: Lane,
-    /// The items, at most `batch.max_items`.
+    /// The items; each knows its lane.
     pub items: Vec<OutboundItem>,
 }
 
@@ -47,6 +49,10 @@ pub struct DeliveryOutcome {
     pub dead_lettered: Vec<OutboundItem>,
     /// How long the lane should wait before its next batch, when the sink knows.
     pub retry_after: Option<Duration>,
+    /// Every attempt that reached Laravel (or failed on the way): the request budget adapts to them.
+    pub samples: Vec<RequestSample>,
+    /// Laravel answered 413 at least once: batches should be smaller.
+    pub too_large: bool,
 }
 
 /// How one part of a batch ended.
@@ -63,6 +69,27 @@ impl DeliveryOutcome {
         self.deferred.extend(other.deferred);
         self.dead_lettered.extend(other.dead_lettered);
         self.retry_after = self.retry_after.max(other.retry_after);
+        self.samples.extend(other.samples);
+        self.too_large |= other.too_large;
+    }
+
+    /// The part of this outcome about `lane`'s items (the samples stay with the whole).
+    pub fn for_lane(&mut self, lane: crate::messages::Lane) -> DeliveryOutcome {
+        let take = |items: &mut Vec<OutboundItem>| {
+            let (of_lane, rest) = std::mem::take(items)
+                .into_iter()
+                .partition(|item| item.lane() == lane);
+            *items = rest;
+            of_lane
+        };
+        DeliveryOutcome {
+            delivered: take(&mut self.delivered),
+            deferred: take(&mut self.deferred),
+            dead_lettered: take(&mut self.dead_lettered),
+            retry_after: self.retry_after,
+            samples: Vec::new(),
+            too_large: self.too_large,
+        }
     }
 
     fn defer_all(items: Vec<OutboundItem>, retry_after: Duration) -> Self {
@@ -91,6 +118,9 @@ pub struct SinkStats {
     pub batches_deferred: u64,
     /// Items Laravel listed in `failed_ids`.
     pub items_failed_by_laravel: u64,
+    /// Attempts in a row that failed to reach Laravel or got a failure answer (network error,
+    /// timeout, 5xx, 408, 429, 401/403); zero once Laravel answers. `/health` reads it.
+    pub consecutive_failures: u64,
     /// Duration of the last request, in milliseconds.
     pub last_latency_ms: Option<u64>,
     /// The last failure, for operators.
@@ -99,7 +129,7 @@ pub struct SinkStats {
 
 /// Drains batches to Laravel.
 pub struct LaravelSink {
-    /// Endpoint, auth, timeouts, retries, pacing.
+    /// Endpoint, auth, timeouts, retries, contract.
     config: Rc<SinkConfig>,
     /// Keep-alive HTTP client (lives on this actor's arbiter).
     client: awc::Client,
@@ -151,6 +181,7 @@ impl LaravelSink {
             breaker: self.breaker.clone(),
             stats: Rc::clone(&self.stats),
             latency: self.latency.clone(),
+            samples: RefCell::default(),
             log: self.log.clone(),
         }
     }
@@ -181,23 +212,42 @@ impl Handler<GetSinkStats> for LaravelSink {
     }
 }
 
-/// One batch's journey: permits, pacing, attempts, retries.
+/// One request's journey: permits, attempts, retries.
 struct Delivery {
     config: Rc<SinkConfig>,
     client: awc::Client,
     breaker: Addr<CircuitBreaker>,
     stats: Rc<RefCell<SinkStats>>,
     latency: Option<prometheus::HistogramVec>,
+    /// How each attempt went, for the request budget.
+    samples: RefCell<Vec<RequestSample>>,
     log: Logger,
+}
+
+/// What logs and metrics call a request: its lane, or `combined`.
+fn request_label(items: &[OutboundItem], contract: Contract) -> &'static str {
+    match (contract, items.first()) {
+        (Contract::Split, Some(item)) => item.lane().name(),
+        (Contract::Split, None) => "none",
+        (Contract::Combined, _) => "combined",
+    }
 }
 
 impl Delivery {
     /// Delivers a batch; a batch Laravel finds too large (413) is split in halves, down to
     /// single items, so one oversized item cannot hold the others back.
-    async fn run(self, Deliver { lane, items }: Deliver) -> DeliveryOutcome {
-        if self.config.single_item_calls {
-            return self.run_single_items(lane, items).await;
-        }
+    async fn run(self, Deliver { items }: Deliver) -> DeliveryOutcome {
+        let lane = request_label(&items, self.config.contract);
+        let mut outcome = if self.config.single_item_calls {
+            self.run_single_items(lane, items).await
+        } else {
+            self.run_batches(lane, items).await
+        };
+        outcome.samples = self.samples.take();
+        outcome
+    }
+
+    async fn run_batches(&self, lane: &'static str, items: Vec<OutboundItem>) -> DeliveryOutcome {
         let mut outcome = DeliveryOutcome::default();
         let mut chunks = vec![items];
         while let Some(chunk) = chunks.pop() {
@@ -209,12 +259,14 @@ impl Delivery {
             match self.deliver_chunk(lane, chunk).await {
                 Chunk::Done(done) => outcome.absorb(done),
                 Chunk::TooLarge(mut chunk) if chunk.len() > 1 => {
+                    outcome.too_large = true;
                     let second_half = chunk.split_off(chunk.len() / 2);
                     chunks.push(second_half);
                     chunks.push(chunk);
                 }
                 Chunk::TooLarge(chunk) => {
-                    warn!(self.log, "Laravel refused a single item as too large; dead-lettered."; "lane" => lane.name());
+                    outcome.too_large = true;
+                    warn!(self.log, "Laravel refused a single item as too large; dead-lettered."; "lane" => lane);
                     self.stats.borrow_mut().rejected += 1;
                     outcome.dead_lettered.extend(chunk);
                 }
@@ -225,7 +277,11 @@ impl Delivery {
 
     /// Legacy single-item calls: one request per item, all at once (as an unbatched service
     /// would send them); an item refused as too large is dead-lettered.
-    async fn run_single_items(&self, lane: Lane, items: Vec<OutboundItem>) -> DeliveryOutcome {
+    async fn run_single_items(
+        &self,
+        lane: &'static str,
+        items: Vec<OutboundItem>,
+    ) -> DeliveryOutcome {
         let attempts = items
             .into_iter()
             .map(|item| self.deliver_chunk(lane, vec![item]));
@@ -242,13 +298,13 @@ impl Delivery {
         outcome
     }
 
-    async fn deliver_chunk(&self, lane: Lane, items: Vec<OutboundItem>) -> Chunk {
+    async fn deliver_chunk(&self, lane: &'static str, items: Vec<OutboundItem>) -> Chunk {
         let idempotency_key = uuid::Uuid::new_v4().to_string();
-        let (path, body) = request_for(lane, &items, self.config.single_item_calls);
+        let (path, body) = request_for(&items, self.config.contract, self.config.single_item_calls);
         let body = match serde_json::to_vec(&body) {
             Ok(body) => body,
             Err(error) => {
-                warn!(self.log, "Batch could not be serialised; dead-lettered."; "lane" => lane.name(), "error" => %error);
+                warn!(self.log, "Batch could not be serialised; dead-lettered."; "lane" => lane, "error" => %error);
                 return Chunk::Done(DeliveryOutcome {
                     dead_lettered: items,
                     ..DeliveryOutcome::default()
@@ -284,12 +340,12 @@ impl Delivery {
                     return Chunk::Done(self.stored(lane, items, &failed_ids));
                 }
                 AttemptResult::TooLarge => {
-                    debug!(self.log, "Laravel found a batch too large; splitting it."; "lane" => lane.name(), "items" => items.len());
+                    debug!(self.log, "Laravel found a batch too large; splitting it."; "lane" => lane, "items" => items.len());
                     return Chunk::TooLarge(items);
                 }
                 AttemptResult::Rejected { status } => {
                     warn!(self.log, "Laravel refused a batch; dead-lettered.";
-                        "lane" => lane.name(), "status" => status, "items" => items.len(),
+                        "lane" => lane, "status" => status, "items" => items.len(),
                         "idempotency_key" => &idempotency_key);
                     let mut stats = self.stats.borrow_mut();
                     stats.rejected += 1;
@@ -314,12 +370,12 @@ impl Delivery {
                     }
                     if attempt >= self.config.retries {
                         warn!(self.log, "Batch not delivered after its retries; back in the queue.";
-                            "lane" => lane.name(), "items" => items.len(), "reason" => &reason);
+                            "lane" => lane, "items" => items.len(), "reason" => &reason);
                         self.stats.borrow_mut().batches_deferred += 1;
                         return Chunk::Done(DeliveryOutcome::defer_all(items, delay));
                     }
                     debug!(self.log, "Batch delivery failed; retrying.";
-                        "lane" => lane.name(), "attempt" => attempt, "reason" => &reason, "delay" => ?delay);
+                        "lane" => lane, "attempt" => attempt, "reason" => &reason, "delay" => ?delay);
                     self.stats.borrow_mut().retries += 1;
                     actix_rt::time::sleep(delay).await;
                     attempt += 1;
@@ -330,19 +386,19 @@ impl Delivery {
 
     fn stored(
         &self,
-        lane: Lane,
+        lane: &'static str,
         items: Vec<OutboundItem>,
-        failed_ids: &HashSet<String>,
+        failed_ids: &FailedIds,
     ) -> DeliveryOutcome {
         let (deferred, delivered): (Vec<_>, Vec<_>) = items
             .into_iter()
-            .partition(|item| failed_ids.contains(item.ack_id()));
+            .partition(|item| failed_ids.contains(item));
         let mut stats = self.stats.borrow_mut();
         stats.stored += 1;
         if !deferred.is_empty() {
             stats.items_failed_by_laravel += deferred.len() as u64;
             stats.batches_deferred += 1;
-            debug!(self.log, "Laravel could not store some items; retrying them."; "lane" => lane.name(), "failed" => deferred.len());
+            debug!(self.log, "Laravel could not store some items; retrying them."; "lane" => lane, "failed" => deferred.len());
         }
         DeliveryOutcome {
             delivered,
@@ -353,7 +409,7 @@ impl Delivery {
 
     async fn post(
         &self,
-        lane: Lane,
+        lane: &'static str,
         url: &str,
         idempotency_key: &str,
         attempt: u32,
@@ -412,9 +468,28 @@ impl Delivery {
         };
         if let Some(latency) = &self.latency {
             latency
-                .with_label_values(&[lane.name()])
+                .with_label_values(&[lane])
                 .observe(started.elapsed().as_secs_f64());
         }
+        let failed = matches!(
+            result,
+            AttemptResult::Retry {
+                breaker_failure: true,
+                ..
+            }
+        );
+        {
+            let mut stats = self.stats.borrow_mut();
+            stats.consecutive_failures = if failed {
+                stats.consecutive_failures + 1
+            } else {
+                0
+            };
+        }
+        self.samples.borrow_mut().push(RequestSample {
+            latency: started.elapsed(),
+            congested: failed,
+        });
         self.stats.borrow_mut().last_latency_ms =
             Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         result

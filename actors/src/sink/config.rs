@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::request::Contract;
+use crate::batch::BudgetLimits;
+
 /// How the sink talks to Laravel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -15,6 +18,9 @@ pub struct SinkConfig {
     /// Send each item on its own to the legacy `POST /qr` / `POST /whatsapp/status` instead of
     /// batches (for a Laravel without the batch endpoints, and the benchmark's naive mode).
     pub single_item_calls: bool,
+    /// `split` (one call per lane, the SPEC's default) or `combined` (every due lane in one
+    /// `POST /whatsapp/events/batch`; the Laravel drop-in serves it).
+    pub contract: Contract,
     /// Shared secret for `X-Wasup-Signature` (HMAC-SHA256 of `"{timestamp}.{idempotency_key}.{body}"`); empty signs nothing.
     pub signing_secret: String,
     /// Whole-request timeout.
@@ -28,7 +34,12 @@ pub struct SinkConfig {
     /// Cap on any retry delay.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
-    /// Minimum gap between the starts of two requests (pacing); zero disables it.
+    /// Most requests at Laravel at once; the budget adapts below it when Laravel slows or fails.
+    pub max_in_flight: usize,
+    /// Most requests started per second; adapted below it like `max_in_flight`.
+    pub max_requests_per_second: f64,
+    /// Optional floor between the starts of two requests; zero (the default) leaves pacing to
+    /// the adaptive budget.
     #[serde(with = "humantime_serde")]
     pub min_request_gap: Duration,
     /// Most open connections to Laravel.
@@ -49,7 +60,10 @@ impl Default for SinkConfig {
             retries: 5,
             backoff_base: Duration::from_secs(3),
             backoff_max: Duration::from_secs(300),
-            min_request_gap: Duration::from_millis(400),
+            contract: Contract::Split,
+            max_in_flight: 2,
+            max_requests_per_second: 5.0,
+            min_request_gap: Duration::ZERO,
             max_connections: 500,
             keep_alive: Duration::from_secs(60),
         }
@@ -74,10 +88,25 @@ impl SinkConfig {
         if self.backoff_max < self.backoff_base {
             return Err("laravel.backoff_max must be at least laravel.backoff_base".into());
         }
+        if self.max_in_flight == 0 {
+            return Err("laravel.max_in_flight must be at least 1".into());
+        }
+        if !(self.max_requests_per_second.is_finite() && self.max_requests_per_second >= 0.2) {
+            return Err("laravel.max_requests_per_second must be at least 0.2".into());
+        }
         if self.max_connections == 0 {
             return Err("laravel.max_connections must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The bounds of the adaptive request budget.
+    pub fn budget_limits(&self) -> BudgetLimits {
+        BudgetLimits {
+            max_in_flight: self.max_in_flight,
+            max_per_second: self.max_requests_per_second,
+            min_gap: self.min_request_gap,
+        }
     }
 
     /// The full URL of a path under the base URL.

@@ -10,5 +10,8 @@ mod retry;
 
 pub use actor::{Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, SinkStats};
 pub use config::SinkConfig;
-pub use request::{AttemptResult, batch_body, classify, request_signature, signature};
+pub use request::{
+    AttemptResult, COMBINED_PATH, Contract, FailedIds, batch_body, classify, combined_body,
+    lane_key, request_signature, signature,
+};
 pub use retry::backoff_delay;

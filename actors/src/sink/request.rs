@@ -3,10 +3,64 @@
 use std::{collections::HashSet, time::Duration};
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 use crate::messages::{Lane, OutboundItem};
+
+/// Which Laravel calls carry the batches (`laravel.contract`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Contract {
+    /// One endpoint per lane (`POST /qr/batch`, `/whatsapp/status/batch`, `/whatsapp/messages/batch`).
+    #[default]
+    Split,
+    /// Every due lane in one `POST /whatsapp/events/batch {"qrs","statuses","messages"}`.
+    Combined,
+}
+
+/// The combined call's path.
+pub const COMBINED_PATH: &str = "/whatsapp/events/batch";
+
+/// The body key of a lane's items.
+pub fn lane_key(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Qr => "qrs",
+        Lane::Status => "statuses",
+        Lane::Message => "messages",
+    }
+}
+
+/// Items Laravel listed in `failed_ids`: a flat list (split calls; ids of the request's lane) or,
+/// for the combined call, one list per lane key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailedIds {
+    /// Ids from a flat list: they match an item of any lane.
+    pub any_lane: HashSet<String>,
+    /// Ids per lane, by [`Lane::index`].
+    pub by_lane: [HashSet<String>; 3],
+}
+
+impl FailedIds {
+    /// Whether Laravel could not store `item`.
+    pub fn contains(&self, item: &OutboundItem) -> bool {
+        let id = item.ack_id();
+        self.any_lane.contains(id) || self.by_lane[item.lane().index()].contains(id)
+    }
+
+    /// Whether no item failed.
+    pub fn is_empty(&self) -> bool {
+        self.any_lane.is_empty() && self.by_lane.iter().all(HashSet::is_empty)
+    }
+
+    /// Ids of a flat list (split calls).
+    pub fn flat(ids: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            any_lane: ids.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+}
 
 /// The endpoint of a lane, under the base URL.
 pub fn lane_path(lane: Lane) -> &'static str {
@@ -19,11 +73,19 @@ pub fn lane_path(lane: Lane) -> &'static str {
 
 /// `{"qrs":[...]}`, `{"statuses":[...]}` or `{"messages":[...]}`.
 pub fn batch_body(lane: Lane, items: &[OutboundItem]) -> Value {
-    match lane {
-        Lane::Qr => json!({ "qrs": items }),
-        Lane::Status => json!({ "statuses": items }),
-        Lane::Message => json!({ "messages": items }),
+    json!({ lane_key(lane): items })
+}
+
+/// `{"qrs":[...],"statuses":[...],"messages":[...]}` with the lanes `items` hold, each in order.
+pub fn combined_body(items: &[OutboundItem]) -> Value {
+    let mut body = Map::new();
+    for lane in Lane::ALL {
+        let of_lane: Vec<&OutboundItem> = items.iter().filter(|item| item.lane() == lane).collect();
+        if !of_lane.is_empty() {
+            body.insert(lane_key(lane).into(), json!(of_lane));
+        }
     }
+    Value::Object(body)
 }
 
 /// The legacy single-item endpoint of a lane (`laravel.single_item_calls`).
@@ -35,15 +97,18 @@ pub fn single_item_path(lane: Lane) -> &'static str {
     }
 }
 
-/// Path and body of one request carrying `items`: a batch, or with `single_item_calls` the one
-/// item itself on the legacy endpoint.
+/// Path and body of one request carrying `items`: the combined call, a lane's batch (split
+/// items all share one lane), or with `single_item_calls` the one item itself on the legacy
+/// endpoint.
 pub fn request_for(
-    lane: Lane,
     items: &[OutboundItem],
+    contract: Contract,
     single_item_calls: bool,
 ) -> (&'static str, Value) {
+    let lane = items.first().map_or(Lane::Status, OutboundItem::lane);
     match items {
         [item] if single_item_calls => (single_item_path(lane), json!(item)),
+        _ if contract == Contract::Combined => (COMBINED_PATH, combined_body(items)),
         _ => (lane_path(lane), batch_body(lane, items)),
     }
 }
@@ -54,7 +119,7 @@ pub enum AttemptResult {
     /// Laravel stored the batch, except the items listed.
     Stored {
         /// Items Laravel could not store (sessions; message ids for messages): retried.
-        failed_ids: HashSet<String>,
+        failed_ids: FailedIds,
     },
     /// Worth retrying the whole batch: network error, timeout, 5xx, 408, 429, or `failed` without ids.
     Retry {
@@ -82,7 +147,41 @@ struct BatchAnswer {
     #[serde(default)]
     failed: Option<u64>,
     #[serde(default)]
-    failed_ids: Option<Vec<Value>>,
+    failed_ids: Option<Value>,
+}
+
+/// An id as Laravel wrote it: strings as they are, numbers in decimal.
+fn id_text(id: Value) -> String {
+    match id {
+        Value::String(id) => id,
+        other => other.to_string(),
+    }
+}
+
+/// `failed_ids` as a flat list, or per lane key (`{"qrs":[...],"statuses":[...],...}`).
+fn read_failed_ids(ids: Value) -> FailedIds {
+    let list = |ids: Value| match ids {
+        Value::Array(ids) => ids.into_iter().map(id_text).collect(),
+        _ => HashSet::new(),
+    };
+    match ids {
+        Value::Object(by_key) => {
+            let mut failed = FailedIds::default();
+            for (key, ids) in by_key {
+                if let Some(lane) = Lane::ALL
+                    .into_iter()
+                    .find(|lane| lane_key(*lane) == key || lane.name() == key)
+                {
+                    failed.by_lane[lane.index()] = list(ids);
+                }
+            }
+            failed
+        }
+        ids => FailedIds {
+            any_lane: list(ids),
+            ..FailedIds::default()
+        },
+    }
 }
 
 /// Reads an HTTP answer. `body` is only parsed for 2xx answers.
@@ -123,15 +222,10 @@ fn classify_stored(body: &[u8]) -> AttemptResult {
             }
         }
     };
-    if let Some(ids) = answer.failed_ids {
-        let failed_ids = ids
-            .into_iter()
-            .map(|id| match id {
-                Value::String(id) => id,
-                other => other.to_string(),
-            })
-            .collect();
-        return AttemptResult::Stored { failed_ids };
+    if let Some(ids) = answer.failed_ids.filter(|ids| !ids.is_null()) {
+        return AttemptResult::Stored {
+            failed_ids: read_failed_ids(ids),
+        };
     }
     let failed = answer.failed.unwrap_or(0);
     if failed > 0 || answer.success == Some(false) {
@@ -142,7 +236,7 @@ fn classify_stored(body: &[u8]) -> AttemptResult {
         };
     }
     AttemptResult::Stored {
-        failed_ids: HashSet::new(),
+        failed_ids: FailedIds::default(),
     }
 }
 
@@ -182,11 +276,15 @@ fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Parses a `Retry-After` header given in seconds.
+/// Longest `Retry-After` taken from Laravel: a larger one (or a huge number) is capped, so a lane
+/// never stalls for hours and `now + retry_after` cannot overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Parses a `Retry-After` header given in seconds (capped at [`MAX_RETRY_AFTER`]).
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
     value
         .and_then(|text| text.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .map(|seconds| Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -198,7 +296,7 @@ mod tests {
         assert_eq!(
             classify(200, None, br#"{"success":true,"updated":2,"failed":0}"#),
             AttemptResult::Stored {
-                failed_ids: HashSet::new()
+                failed_ids: FailedIds::default()
             }
         );
         assert_eq!(
@@ -208,7 +306,7 @@ mod tests {
                 br#"{"success":true,"updated":1,"failed":1,"failed_ids":["b"]}"#
             ),
             AttemptResult::Stored {
-                failed_ids: HashSet::from(["b".to_string()])
+                failed_ids: FailedIds::flat(["b".to_string()])
             }
         );
         assert!(matches!(
@@ -246,7 +344,7 @@ mod tests {
         assert_eq!(
             classify(204, None, b""),
             AttemptResult::Stored {
-                failed_ids: HashSet::new()
+                failed_ids: FailedIds::default()
             }
         );
         assert_eq!(
@@ -256,6 +354,10 @@ mod tests {
         assert_eq!(classify(413, None, b""), AttemptResult::TooLarge);
         assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(Some("soon")), None);
+        assert_eq!(
+            parse_retry_after(Some("18446744073709551615")),
+            Some(MAX_RETRY_AFTER)
+        );
     }
 
     #[test]
@@ -275,6 +377,47 @@ mod tests {
             request_signature("secret", 1, "key-1", b"{}"),
             request_signature("secret", 1, "key-2", b"{}")
         );
+    }
+
+    #[test]
+    fn the_combined_call_carries_every_lane_and_answers_failures_per_lane() {
+        use crate::messages::{EstadoQr, Payload};
+        let item = |session: &str, payload: Payload| OutboundItem {
+            session_id: session.into(),
+            payload,
+            user_id: None,
+            timestamp: 1,
+        };
+        let qr = item(
+            "a",
+            Payload::Qr {
+                qr: "data:x".into(),
+                expires_at: 9,
+            },
+        );
+        let status = item(
+            "a",
+            Payload::Status {
+                estado_qr: EstadoQr::Active,
+            },
+        );
+        let (path, body) = request_for(&[qr.clone(), status.clone()], Contract::Combined, false);
+        assert_eq!(path, COMBINED_PATH);
+        assert_eq!(body["qrs"][0]["session_id"], "a");
+        assert_eq!(body["statuses"][0]["estado_qr"], "active");
+        assert!(body.get("messages").is_none(), "absent lanes are left out");
+        let answer =
+            br#"{"success":true,"updated":1,"failed":1,"failed_ids":{"qrs":[],"statuses":["a"]}}"#;
+        let AttemptResult::Stored { failed_ids } = classify(200, None, answer) else {
+            panic!("stored");
+        };
+        assert!(failed_ids.contains(&status));
+        assert!(
+            !failed_ids.contains(&qr),
+            "the same session's QR was stored"
+        );
+        let (path, _) = request_for(&[qr], Contract::Split, false);
+        assert_eq!(path, "/qr/batch");
     }
 
     #[test]

@@ -1,0 +1,324 @@
+//! The request budget: how many requests may be at Laravel at once and how many may start per
+//! second, adapted to Laravel's answers by additive increase and multiplicative decrease (the
+//! idea of Vector's adaptive request concurrency). A failed or slow answer halves both limits
+//! (once per round trip); each healthy answer raises them a step, up to the configured maxima.
+//! When the budget is tight, items wait longer and batches get fuller.
+//!
+//! Plain data, no actix: the `BatchActor` asks it before each request and tells it each answer.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Lowest start rate the budget falls to (one request every five seconds).
+const MIN_RATE_PER_SECOND: f64 = 0.2;
+/// Weight of a new sample in the smoothed latencies.
+const LATENCY_SMOOTHING: f64 = 0.1;
+/// An answer slower than `SLOW_FACTOR × baseline + SLOW_SLACK` counts as Laravel slowing down.
+const SLOW_FACTOR: f64 = 2.0;
+/// See [`SLOW_FACTOR`]: keeps a fast Laravel's jitter from reading as congestion.
+const SLOW_SLACK: Duration = Duration::from_millis(50);
+/// What the latency is taken to be before Laravel answered once.
+const DEFAULT_LATENCY: Duration = Duration::from_millis(100);
+/// Shortest pause between two decreases (a burst of failures cuts once, not once per request).
+const MIN_DECREASE_HOLD: Duration = Duration::from_millis(100);
+
+/// The budget's bounds (`[laravel]` settings).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BudgetLimits {
+    /// Most requests at Laravel at once.
+    pub max_in_flight: usize,
+    /// Most requests started per second.
+    pub max_per_second: f64,
+    /// Optional floor between the starts of two requests.
+    pub min_gap: Duration,
+}
+
+impl Default for BudgetLimits {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 2,
+            max_per_second: 5.0,
+            min_gap: Duration::ZERO,
+        }
+    }
+}
+
+/// How one request went, as the budget judges it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestSample {
+    /// From sending to the end of the answer.
+    pub latency: Duration,
+    /// Laravel failed or pushed back (network error, timeout, 5xx, 408, 429): slow down.
+    pub congested: bool,
+}
+
+/// The budget's figures (`/metrics/batch`).
+#[derive(Clone, Debug, Serialize)]
+pub struct BudgetStats {
+    /// Requests allowed at once now.
+    pub concurrency_limit: usize,
+    /// Requests allowed to start per second now.
+    pub rate_per_second: f64,
+    /// Requests at Laravel now.
+    pub in_flight: usize,
+    /// Smoothed latency of Laravel's answers, in ms.
+    pub latency_ms: u64,
+    /// Times the budget was cut.
+    pub decreases: u64,
+}
+
+/// The adaptive budget.
+#[derive(Debug)]
+pub struct RequestBudget {
+    /// The bounds it adapts within.
+    limits: BudgetLimits,
+    /// Requests allowed at once, fractional so that it can grow by one per round trip.
+    concurrency: f64,
+    /// Requests allowed to start per second.
+    rate: f64,
+    /// Start tokens, refilled at `rate`, at most `limits.max_in_flight`: a short burst may start.
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    refilled_at: Instant,
+    /// Requests sent and not answered.
+    in_flight: usize,
+    /// When the last request started (for `min_gap`).
+    last_start: Option<Instant>,
+    /// Smoothed latency of answers that were not failures: what "slow" is judged against.
+    baseline: Option<Duration>,
+    /// No decrease before this: one cut per round trip.
+    hold_decrease_until: Option<Instant>,
+    /// Times the budget was cut.
+    decreases: u64,
+}
+
+impl RequestBudget {
+    /// A budget at its maxima.
+    pub fn new(limits: BudgetLimits, now: Instant) -> Self {
+        let max_in_flight = limits.max_in_flight.max(1) as f64;
+        Self {
+            limits,
+            concurrency: max_in_flight,
+            rate: limits.max_per_second.max(MIN_RATE_PER_SECOND),
+            tokens: max_in_flight,
+            refilled_at: now,
+            in_flight: 0,
+            last_start: None,
+            baseline: None,
+            hold_decrease_until: None,
+            decreases: 0,
+        }
+    }
+
+    fn burst(&self) -> f64 {
+        self.limits.max_in_flight.max(1) as f64
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst());
+        self.refilled_at = now;
+    }
+
+    /// When the next request may start: `now` or later, or `None` while the requests in flight
+    /// use the whole concurrency limit (an answer frees a place).
+    pub fn next_start(&mut self, now: Instant) -> Option<Instant> {
+        if self.in_flight >= self.concurrency_limit() {
+            return None;
+        }
+        self.refill(now);
+        let token_at = if self.tokens >= 1.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        };
+        let gap_at = self
+            .last_start
+            .map_or(now, |last| (last + self.limits.min_gap).max(now));
+        Some(token_at.max(gap_at))
+    }
+
+    /// Whether a request may start now.
+    pub fn may_start(&mut self, now: Instant) -> bool {
+        self.next_start(now).is_some_and(|at| at <= now)
+    }
+
+    /// A request started.
+    pub fn start(&mut self, now: Instant) {
+        self.refill(now);
+        self.tokens = (self.tokens - 1.0).max(0.0);
+        self.in_flight += 1;
+        self.last_start = Some(now);
+    }
+
+    /// A request ended; `samples` are its attempts (none when it never reached Laravel, e.g.
+    /// the breaker was open).
+    pub fn finish(&mut self, samples: &[RequestSample], now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        for sample in samples {
+            self.observe(*sample, now);
+        }
+    }
+
+    fn observe(&mut self, sample: RequestSample, now: Instant) {
+        let slow = self
+            .baseline
+            .is_some_and(|baseline| sample.latency > baseline.mul_f64(SLOW_FACTOR) + SLOW_SLACK);
+        if !sample.congested {
+            self.baseline = Some(match self.baseline {
+                None => sample.latency,
+                Some(baseline) => {
+                    baseline.mul_f64(1.0 - LATENCY_SMOOTHING)
+                        + sample.latency.mul_f64(LATENCY_SMOOTHING)
+                }
+            });
+        }
+        if sample.congested || slow {
+            if self.hold_decrease_until.is_none_or(|until| now >= until) {
+                self.concurrency = (self.concurrency / 2.0).max(1.0);
+                self.rate = (self.rate / 2.0).max(MIN_RATE_PER_SECOND);
+                self.tokens = self.tokens.min(1.0);
+                self.decreases += 1;
+                self.hold_decrease_until = Some(now + sample.latency.max(MIN_DECREASE_HOLD));
+            }
+            return;
+        }
+        let max_in_flight = self.burst();
+        self.concurrency = (self.concurrency + 1.0 / self.concurrency).min(max_in_flight);
+        let step = self.limits.max_per_second / 10.0;
+        self.rate = (self.rate + step).min(self.limits.max_per_second.max(MIN_RATE_PER_SECOND));
+    }
+
+    /// Requests allowed at once now.
+    pub fn concurrency_limit(&self) -> usize {
+        (self.concurrency.floor() as usize).max(1)
+    }
+
+    /// How long a request is expected to take: an item due at Laravel by a deadline leaves this
+    /// much earlier.
+    pub fn expected_latency(&self) -> Duration {
+        self.baseline.unwrap_or(DEFAULT_LATENCY)
+    }
+
+    /// The figures.
+    pub fn stats(&self) -> BudgetStats {
+        BudgetStats {
+            concurrency_limit: self.concurrency_limit(),
+            rate_per_second: self.rate,
+            in_flight: self.in_flight,
+            latency_ms: u64::try_from(self.expected_latency().as_millis()).unwrap_or(u64::MAX),
+            decreases: self.decreases,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: RequestSample = RequestSample {
+        latency: Duration::from_millis(100),
+        congested: false,
+    };
+
+    fn budget(now: Instant) -> RequestBudget {
+        RequestBudget::new(BudgetLimits::default(), now)
+    }
+
+    #[test]
+    fn at_most_max_in_flight_requests_at_once() {
+        let now = Instant::now();
+        let mut budget = budget(now);
+        assert!(budget.may_start(now));
+        budget.start(now);
+        assert!(budget.may_start(now));
+        budget.start(now);
+        assert_eq!(
+            budget.next_start(now),
+            None,
+            "two in flight: wait for an answer"
+        );
+        budget.finish(&[FAST], now);
+        assert!(budget.next_start(now).is_some());
+    }
+
+    #[test]
+    fn starts_are_spread_to_the_rate_limit() {
+        let now = Instant::now();
+        let mut budget = budget(now);
+        budget.start(now);
+        budget.finish(&[], now);
+        budget.start(now);
+        budget.finish(&[], now);
+        // The burst (2 tokens) is spent; the next token comes after 1/5 s.
+        assert_eq!(
+            budget.next_start(now),
+            Some(now + Duration::from_millis(200))
+        );
+        let later = now + Duration::from_millis(200);
+        assert!(budget.may_start(later));
+    }
+
+    #[test]
+    fn failures_halve_the_budget_once_per_round_trip_and_successes_restore_it() {
+        let now = Instant::now();
+        let mut budget = budget(now);
+        budget.finish(&[FAST], now);
+        let failure = RequestSample {
+            latency: Duration::from_millis(300),
+            congested: true,
+        };
+        budget.start(now);
+        budget.finish(&[failure, failure], now);
+        assert_eq!(budget.stats().decreases, 1, "one cut per round trip");
+        assert_eq!(budget.concurrency_limit(), 1);
+        assert!((budget.stats().rate_per_second - 2.5).abs() < 1e-9);
+        let mut at = now + Duration::from_secs(1);
+        for _ in 0..20 {
+            budget.finish(&[FAST], at);
+            at += Duration::from_millis(100);
+        }
+        assert_eq!(budget.concurrency_limit(), 2);
+        assert!((budget.stats().rate_per_second - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_slow_answer_cuts_the_budget_and_a_lasting_new_latency_becomes_the_baseline() {
+        let now = Instant::now();
+        let mut budget = budget(now);
+        for _ in 0..5 {
+            budget.finish(&[FAST], now);
+        }
+        let slow = RequestSample {
+            latency: Duration::from_millis(600),
+            congested: false,
+        };
+        budget.finish(&[slow], now);
+        assert_eq!(budget.stats().decreases, 1);
+        let mut at = now;
+        for _ in 0..40 {
+            at += Duration::from_secs(1);
+            budget.finish(&[slow], at);
+        }
+        assert!(budget.expected_latency() > Duration::from_millis(400));
+        assert_eq!(budget.concurrency_limit(), 2, "recovered at the new level");
+    }
+
+    #[test]
+    fn the_minimum_gap_is_a_floor_between_starts() {
+        let now = Instant::now();
+        let limits = BudgetLimits {
+            min_gap: Duration::from_millis(400),
+            ..BudgetLimits::default()
+        };
+        let mut budget = RequestBudget::new(limits, now);
+        budget.start(now);
+        assert_eq!(
+            budget.next_start(now),
+            Some(now + Duration::from_millis(400))
+        );
+    }
+}

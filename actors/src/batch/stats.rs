@@ -1,0 +1,77 @@
+//! What `/metrics/batch` shows of the batch actor: each lane, the budget, the outbox.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::{BatchActor, BudgetStats, LaneStats};
+use crate::messages::Lane;
+
+impl BatchActor {
+    fn stats(&self) -> BatchStats {
+        let now = Instant::now();
+        BatchStats {
+            qr: self.lanes[Lane::Qr.index()].stats(now),
+            status: self.lanes[Lane::Status.index()].stats(now),
+            message: self.lanes[Lane::Message.index()].stats(now),
+            draining: self.draining,
+            max_items: self.config.max_items,
+            backlog_items: self.backlog_items,
+            budget: self.budget.stats(),
+            outbox: self.outbox.as_ref().map(|outbox| OutboxStats {
+                unwritten: outbox.queue.unwritten(),
+                written: outbox.queue.written,
+                failed_writes: outbox.queue.failed_writes,
+                recovered: outbox.recovered,
+            }),
+        }
+    }
+}
+
+/// The durable outbox's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutboxStats {
+    /// Changes not yet known to be in Redis.
+    pub unwritten: usize,
+    /// Changes written since start.
+    pub written: u64,
+    /// Failed writes since start.
+    pub failed_writes: u64,
+    /// Whether the previous run's items were loaded.
+    pub recovered: bool,
+}
+
+/// Every lane's figures (`/metrics/batch`).
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchStats {
+    /// The QR lane.
+    pub qr: LaneStats,
+    /// The status lane.
+    pub status: LaneStats,
+    /// The incoming-message lane.
+    pub message: LaneStats,
+    /// Whether a shutdown drain is under way.
+    pub draining: bool,
+    /// Configured batch size.
+    pub max_items: usize,
+    /// Largest batch while a backlog drains now (`max_items_backlog`, halved by each 413).
+    pub backlog_items: usize,
+    /// The adaptive request budget.
+    pub budget: BudgetStats,
+    /// The durable outbox, when Redis is enabled.
+    pub outbox: Option<OutboxStats>,
+}
+
+/// Reads every lane's figures.
+#[derive(Message, Debug)]
+#[rtype(result = "BatchStats")]
+pub struct GetBatchStats;
+
+impl Handler<GetBatchStats> for BatchActor {
+    type Result = MessageResult<GetBatchStats>;
+
+    fn handle(&mut self, _: GetBatchStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}
