@@ -7,6 +7,7 @@ declare(strict_types=1);
  * wasup's `laravel.base_url = https://your-app/api`). Loaded by App\Providers\WasupServiceProvider.
  */
 
+use App\Http\Controllers\Wasup\EventController;
 use App\Http\Controllers\Wasup\MessageController;
 use App\Http\Controllers\Wasup\QrController;
 use App\Http\Controllers\Wasup\StatusController;
@@ -24,6 +25,8 @@ Route::prefix(Settings::routePrefix())
             Route::post('qr/batch', [QrController::class, 'batch'])->name('wasup.qr.batch');
             Route::post('whatsapp/status/batch', [StatusController::class, 'batch'])->name('wasup.status.batch');
             Route::post('whatsapp/messages/batch', [MessageController::class, 'batch'])->name('wasup.messages.batch');
+            // The combined contract (wasup's `laravel.contract = "combined"`): all three lanes at once.
+            Route::post('whatsapp/events/batch', [EventController::class, 'batch'])->name('wasup.events.batch');
             if (Settings::legacyRoutes()) {
                 Route::post('qr', [QrController::class, 'single'])->name('wasup.qr.single');
                 Route::post('whatsapp/status', [StatusController::class, 'single'])->name('wasup.status.single');

@@ -6,6 +6,7 @@ namespace App\Wasup;
 
 use Illuminate\Database\QueryException;
 use Illuminate\Support\Facades\DB;
+use Illuminate\Support\Facades\Schema;
 
 /**
  * Writes QR codes and statuses into `whatsapp_accounts`, one row per session, latest event wins:
@@ -17,19 +18,30 @@ final class AccountWriter
     /** Outcomes counted in the batch answer. */
     public const OUTCOMES = ['updated', 'skipped'];
 
+    /** Column for a QR's `expires_at`, written where the table has it (see its migrations). */
+    private const QR_EXPIRES_COLUMN = 'qr_expires_at';
+
+    /** Whether the table has QR_EXPIRES_COLUMN; looked up once per process. */
+    private static ?bool $storesQrExpiry = null;
+
     /**
-     * Stores a QR item: `qr_code`, `qr_generated_at`.
+     * Stores a QR item: `qr_code`, `qr_generated_at`, and `qr_expires_at` (the item's
+     * `expires_at`, ms since the epoch; null when the item has none) where that column exists.
      *
      * @param array<string, mixed> $item
      */
     public function applyQr(array $item): string
     {
         $millis = Timestamps::millis($item['timestamp'] ?? null);
-
-        return $this->applyIfNewer((string) $item['session_id'], 'qr_timestamp', $millis, [
+        $values = [
             'qr_code' => (string) $item['qr'],
             'qr_generated_at' => Timestamps::date($millis),
-        ] + self::owner($item));
+        ];
+        if (self::storesQrExpiry()) {
+            $values[self::QR_EXPIRES_COLUMN] = isset($item['expires_at']) ? (int) $item['expires_at'] : null;
+        }
+
+        return $this->applyIfNewer((string) $item['session_id'], 'qr_timestamp', $millis, $values + self::owner($item));
     }
 
     /**
@@ -90,6 +102,11 @@ final class AccountWriter
                 $query->whereNull($column)->orWhere($column, '<=', $millis);
             })
             ->update($values);
+    }
+
+    private static function storesQrExpiry(): bool
+    {
+        return self::$storesQrExpiry ??= Schema::hasColumn(Settings::ACCOUNTS_TABLE, self::QR_EXPIRES_COLUMN);
     }
 
     private function exists(string $sessionId): bool

@@ -14,64 +14,131 @@ use Throwable;
 /**
  * Applies a batch in one database transaction, each item in its own savepoint: an item that
  * cannot be stored is rolled back alone and reported in `failed_ids` (wasup retries only those);
- * a failure of the batch as a whole is answered 503, which wasup retries with backoff.
+ * a failure of the batch as a whole is answered 503, which wasup retries with backoff. A split
+ * call's batch holds one lane (run()), a combined call's several (runLanes()); both go through
+ * apply(), so an item is stored the same way whichever call carried it.
  */
 final class BatchRunner
 {
     /**
-     * Runs `$apply` on every item; it answers one of `$outcomes` (e.g. `updated`, `skipped`), each
-     * counted in the answer. `$idField` names the item field reported in `failed_ids`.
+     * A split call: `{"success","updated","failed","failed_ids":[ids...]}` plus a count of each
+     * of the lane's outcomes (`skipped`, `duplicates`).
      *
      * @param list<array<string, mixed>> $items
-     * @param callable(array<string, mixed>): string $apply
-     * @param list<string> $outcomes
      */
-    public static function run(
-        string $lane,
-        array $items,
-        string $idField,
-        callable $apply,
-        array $outcomes
-    ): JsonResponse {
-        $counts = array_fill_keys($outcomes, 0);
+    public static function run(Lane $lane, array $items): JsonResponse
+    {
+        $result = self::apply([$lane], [$lane->key => $items]);
+        if ($result === null) {
+            return self::unavailable(count($items));
+        }
+        [$counts, $failedIds] = $result;
+
+        return self::answer($counts, $failedIds[$lane->key], count($failedIds[$lane->key]));
+    }
+
+    /**
+     * A combined call: the lanes of `$batch` (lists by lane key) applied in the order of `$lanes`,
+     * all in one transaction. The answer is that of a split call, counts summed over the lanes,
+     * with `failed_ids` per lane: `{"qrs":[session ids],"statuses":[...],"messages":[message ids]}`,
+     * one list (possibly empty) for each lane the request carried.
+     *
+     * @param list<Lane> $lanes
+     * @param array<string, list<array<string, mixed>>> $batch
+     */
+    public static function runLanes(array $lanes, array $batch): JsonResponse
+    {
+        $result = self::apply($lanes, $batch);
+        if ($result === null) {
+            return self::unavailable(array_sum(array_map('count', $batch)));
+        }
+        [$counts, $failedIds] = $result;
+
+        return self::answer($counts, $failedIds, array_sum(array_map('count', $failedIds)));
+    }
+
+    /**
+     * Stores every item of `$batch` with its lane's writer, lane by lane in the order of `$lanes`,
+     * in one transaction with a savepoint per item. Answers the count of each outcome and the
+     * failed ids per lane key (for each lane `$batch` holds), or null when the transaction as a
+     * whole failed (nothing stored).
+     *
+     * @param list<Lane> $lanes
+     * @param array<string, list<array<string, mixed>>> $batch
+     * @return array{array<string, int>, array<string, list<string>>}|null
+     */
+    private static function apply(array $lanes, array $batch): ?array
+    {
+        $lanes = array_values(array_filter(
+            $lanes,
+            static fn (Lane $lane): bool => array_key_exists($lane->key, $batch)
+        ));
+        $counts = ['updated' => 0];
         $failedIds = [];
+        foreach ($lanes as $lane) {
+            $counts += array_fill_keys($lane->outcomes, 0);
+            $failedIds[$lane->key] = [];
+        }
         try {
-            DB::transaction(function () use ($items, $idField, $apply, &$counts, &$failedIds, $lane): void {
-                foreach ($items as $item) {
-                    try {
-                        $outcome = DB::transaction(static fn (): string => $apply($item));
-                        $counts[$outcome] = ($counts[$outcome] ?? 0) + 1;
-                    } catch (Throwable $error) {
-                        if (self::abortsTransaction($error)) {
-                            // A deadlock or a lost connection ends the whole transaction: no
-                            // savepoint is left to go on from, so the batch is retried whole.
-                            throw $error;
+            DB::transaction(static function () use ($lanes, $batch, &$counts, &$failedIds): void {
+                foreach ($lanes as $lane) {
+                    $apply = $lane->writer();
+                    foreach ($batch[$lane->key] as $item) {
+                        try {
+                            $outcome = DB::transaction(static fn (): string => $apply($item));
+                            $counts[$outcome] = ($counts[$outcome] ?? 0) + 1;
+                        } catch (Throwable $error) {
+                            if (self::abortsTransaction($error)) {
+                                // A deadlock or a lost connection ends the whole transaction: no
+                                // savepoint is left to go on from, so the batch is retried whole.
+                                throw $error;
+                            }
+                            Log::warning('wasup: item not stored', [
+                                'lane' => $lane->name,
+                                'id' => $item[$lane->idField] ?? null,
+                                'error' => $error->getMessage(),
+                            ]);
+                            $failedIds[$lane->key][] = (string) $item[$lane->idField];
                         }
-                        Log::warning('wasup: item not stored', [
-                            'lane' => $lane,
-                            'id' => $item[$idField] ?? null,
-                            'error' => $error->getMessage(),
-                        ]);
-                        $failedIds[] = (string) $item[$idField];
                     }
                 }
             });
         } catch (Throwable $error) {
-            Log::error('wasup: batch not stored', ['lane' => $lane, 'error' => $error->getMessage()]);
+            Log::error('wasup: batch not stored', [
+                'lane' => implode(',', array_map(static fn (Lane $lane): string => $lane->name, $lanes)),
+                'error' => $error->getMessage(),
+            ]);
 
-            return Responses::error(503, 'The batch could not be stored; retry it.', [
-                'updated' => 0,
-                'failed' => count($items),
-            ], ['Retry-After' => '5']);
+            return null;
         }
-        $failedIds = array_values(array_unique($failedIds));
 
+        return [$counts, array_map(static fn (array $ids): array => array_values(array_unique($ids)), $failedIds)];
+    }
+
+    /**
+     * `{"success":true,"updated":N,"failed":M,"failed_ids":...}` plus the other outcome counts.
+     *
+     * @param array<string, int> $counts
+     * @param array<int|string, mixed> $failedIds a list, or lists by lane key
+     * @param int $failed how many items `$failedIds` names
+     */
+    private static function answer(array $counts, array $failedIds, int $failed): JsonResponse
+    {
         return Responses::json([
             'success' => true,
-            'updated' => $counts['updated'] ?? 0,
-            'failed' => count($failedIds),
+            'updated' => $counts['updated'],
+            'failed' => $failed,
             'failed_ids' => $failedIds,
         ] + $counts);
+    }
+
+    /** The answer when the transaction failed as a whole: 503, retried by wasup after Retry-After. */
+    private static function unavailable(int $items): JsonResponse
+    {
+        return Responses::error(503, 'The batch could not be stored; retry it.', [
+            'updated' => 0,
+            'failed' => $items,
+        ], ['Retry-After' => '5']);
     }
 
     /** Whether an error ends the whole transaction rather than one statement. */

@@ -3,7 +3,8 @@
 /**
  * `whatsapp_accounts`: one row per wasup session. Creates the table, or, where the application
  * already has one, adds only the columns it lacks (the seeds' qr_code, qr_generated_at,
- * last_status_update, and the event-time columns latest-wins needs).
+ * last_status_update, qr_expires_at, and the event-time columns latest-wins needs). Applications
+ * that ran it before qr_expires_at existed get that column from 2024_06_01_000004.
  */
 
 declare(strict_types=1);
@@ -26,6 +27,8 @@ return new class () extends Migration {
             'phone' => static fn (Blueprint $table) => $table->string('phone', 32)->nullable(),
             'qr_code' => static fn (Blueprint $table) => $table->text('qr_code')->nullable(),
             'qr_generated_at' => static fn (Blueprint $table) => $table->dateTime('qr_generated_at')->nullable(),
+            // When WhatsApp stops accepting the stored QR (its `expires_at`, ms since the epoch).
+            'qr_expires_at' => static fn (Blueprint $table) => $table->unsignedBigInteger('qr_expires_at')->nullable(),
             // Event time (ms since the epoch) of the stored QR: older QRs are skipped.
             'qr_timestamp' => static fn (Blueprint $table) => $table->unsignedBigInteger('qr_timestamp')->nullable(),
             'estado_qr' => static fn (Blueprint $table) => $table->string('estado_qr', 16)->nullable()->index(),

@@ -4,9 +4,9 @@ declare(strict_types=1);
 
 namespace App\Http\Controllers\Wasup;
 
-use App\Wasup\AccountWriter;
 use App\Wasup\BatchPayload;
 use App\Wasup\BatchRunner;
+use App\Wasup\Lane;
 use App\Wasup\Responses;
 use App\Wasup\Settings;
 use DateTimeInterface;
@@ -17,39 +17,28 @@ use Illuminate\Support\Facades\DB;
 
 /**
  * `POST /whatsapp/status/batch` (and the legacy `POST /whatsapp/status`): session statuses;
- * `GET /whatsapp/status/{id}`: what wasup asks when neither its memory nor Redis knows.
+ * `GET /whatsapp/status/{id}`: what wasup asks when neither its memory nor Redis knows. Rules and
+ * storage of statuses are those of Lane::statuses(), shared with `POST /whatsapp/events/batch`.
  */
 final class StatusController
 {
     /** The `estado_qr` values wasup sends. */
-    public const ESTADOS = ['pending', 'active', 'inactive', 'expired'];
+    public const ESTADOS = Lane::ESTADOS;
 
-    /** @return array<string, array<int, mixed>> */
-    private static function rules(): array
+    /** `{"statuses":[{"session_id","estado_qr","user_id"?,"timestamp"?,"phone"?}]}`. */
+    public function batch(Request $request): JsonResponse
     {
-        return [
-            'session_id' => BatchPayload::SESSION_ID_RULES,
-            'estado_qr' => ['required', 'string', 'in:' . implode(',', self::ESTADOS)],
-            'user_id' => ['nullable', 'integer', 'min:0'],
-            'timestamp' => ['nullable', 'integer', 'min:0'],
-            'phone' => ['nullable', 'string', 'max:32'],
-        ];
-    }
+        $lane = Lane::statuses();
 
-    /** `{"statuses":[{"session_id","estado_qr","user_id"?,"timestamp"?}]}`. */
-    public function batch(Request $request, AccountWriter $writer): JsonResponse
-    {
-        $items = BatchPayload::items($request, 'statuses', self::rules());
-
-        return BatchRunner::run('status', $items, 'session_id', [$writer, 'applyStatus'], AccountWriter::OUTCOMES);
+        return BatchRunner::run($lane, BatchPayload::items($request, $lane));
     }
 
     /** The legacy call: the body is one status item. */
-    public function single(Request $request, AccountWriter $writer): JsonResponse
+    public function single(Request $request): JsonResponse
     {
-        $item = BatchPayload::single($request, self::rules());
+        $lane = Lane::statuses();
 
-        return BatchRunner::run('status', [$item], 'session_id', [$writer, 'applyStatus'], AccountWriter::OUTCOMES);
+        return BatchRunner::run($lane, [BatchPayload::single($request, $lane)]);
     }
 
     /**
