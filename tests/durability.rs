@@ -207,6 +207,9 @@ async fn is_session_active_asks_memory_then_redis_then_laravel_and_fails_safe() 
     let mut config = fast_config(&laravel.url);
     config.cache.local_ttl = Duration::from_millis(100);
     config.cache.status_ttl = Duration::from_millis(1500);
+    // "active" must reach Laravel well within local_ttl of being cached (urgent statuses linger
+    // up to half of priority_delay for company).
+    config.batch.priority_delay = Duration::from_millis(40);
     let wasup = TestWasup::start(config).await;
     let session_id = wasup.start_session(1).await;
     wasup.scan(&session_id).await;
@@ -227,7 +230,8 @@ async fn is_session_active_asks_memory_then_redis_then_laravel_and_fails_safe() 
     // Tier 1: the status was just cached in memory.
     wasup.disconnect(&session_id, "connection_lost").await;
     reconnected(1).await;
-    assert!(cache().await["local_hits"].as_u64() >= Some(1));
+    let metrics = cache().await;
+    assert!(metrics["local_hits"].as_u64() >= Some(1), "{metrics}");
 
     // Tier 2: memory expired, Redis still holds `session:{id}:status`.
     actix_rt::time::sleep(Duration::from_millis(200)).await;

@@ -1,6 +1,7 @@
 //! A counting stand-in for Laravel: answers every call of the contract (batch and legacy),
 //! optionally after a delay or with a failure, and counts requests, items, bytes and each
-//! item's latency (arrival minus the item's event `timestamp`).
+//! item's latency (arrival minus the item's event `timestamp`); keeps the latest QR of every
+//! session (as a digest) so QR coverage can be sampled against what the sessions show.
 
 use std::{
     collections::HashMap,
@@ -10,7 +11,7 @@ use std::{
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, dev::ServerHandle, web};
 use serde_json::{Value, json};
-use wasup_actors::messages::unix_millis;
+use wasup_actors::{messages::unix_millis, session::fnv1a};
 
 /// What the stand-in has seen since the last [`CountingLaravel::take`].
 #[derive(Debug, Default, Clone)]
@@ -27,6 +28,10 @@ pub struct Counts {
     pub normal_latency_ms: Vec<u64>,
     /// Arrival time (ms since the epoch) of every request, for peak rates.
     pub arrivals_ms: Vec<u64>,
+    /// Age of each QR when it arrived (arrival minus the QR's `timestamp`), in ms.
+    pub qr_age_ms: Vec<u64>,
+    /// QRs that arrived at or after their `expires_at` (a dead QR shown to a user).
+    pub expired_qrs: u64,
 }
 
 impl Counts {
@@ -41,6 +46,8 @@ struct State {
     counts: Mutex<Counts>,
     latency: Mutex<Duration>,
     failing: Mutex<Option<u16>>,
+    /// Session → digest of the latest QR stored.
+    latest_qrs: Mutex<HashMap<String, u64>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,6 +75,7 @@ impl CountingLaravel {
                 .app_data(web::PayloadConfig::new(64 << 20))
                 .route("/api/qr/batch", web::post().to(receive))
                 .route("/api/whatsapp/status/batch", web::post().to(receive))
+                .route("/api/whatsapp/events/batch", web::post().to(receive))
                 .route("/api/qr", web::post().to(receive))
                 .route("/api/whatsapp/status", web::post().to(receive))
                 .route(
@@ -105,6 +113,11 @@ impl CountingLaravel {
         std::mem::take(&mut *lock(&self.state.counts))
     }
 
+    /// Digest (FNV-1a of the data URL) of the latest QR stored for a session.
+    pub fn latest_qr_digest(&self, session_id: &str) -> Option<u64> {
+        lock(&self.state.latest_qrs).get(session_id).copied()
+    }
+
     /// Stops the server.
     pub async fn stop(&self) {
         self.server.stop(false).await;
@@ -119,10 +132,14 @@ async fn receive(state: web::Data<State>, request: HttpRequest, body: web::Bytes
     let arrival = unix_millis();
     let failing = *lock(&state.failing);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let items: Vec<Value> = ["qrs", "statuses"]
+    let mut items: Vec<Value> = ["qrs", "statuses", "messages"]
         .iter()
-        .find_map(|key| parsed.get(*key).and_then(Value::as_array).cloned())
-        .unwrap_or_else(|| vec![parsed.clone()]);
+        .filter_map(|key| parsed.get(*key).and_then(Value::as_array).cloned())
+        .flatten()
+        .collect();
+    if items.is_empty() {
+        items.push(parsed.clone());
+    }
     {
         let mut counts = lock(&state.counts);
         *counts
@@ -133,7 +150,22 @@ async fn receive(state: web::Data<State>, request: HttpRequest, body: web::Bytes
         counts.arrivals_ms.push(arrival);
         if failing.is_none() {
             counts.items += items.len() as u64;
+            let mut latest_qrs = lock(&state.latest_qrs);
             for item in &items {
+                if let (Some(session), Some(qr)) =
+                    (item["session_id"].as_str(), item["qr"].as_str())
+                {
+                    latest_qrs.insert(session.to_string(), fnv1a(qr));
+                    if let Some(timestamp) = item["timestamp"].as_u64() {
+                        counts.qr_age_ms.push(arrival.saturating_sub(timestamp));
+                    }
+                    if item["expires_at"]
+                        .as_u64()
+                        .is_some_and(|expires| expires <= arrival)
+                    {
+                        counts.expired_qrs += 1;
+                    }
+                }
                 let Some(timestamp) = item["timestamp"].as_u64() else {
                     continue;
                 };

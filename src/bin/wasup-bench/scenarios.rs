@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::{
+    coverage,
     laravel::CountingLaravel,
     load::{Api, SEEDS_MIX, churn, wrk},
     processes::{RedisProcess, WasupProcess},
@@ -97,19 +98,27 @@ fn percentiles(mut samples: Vec<u64>) -> Value {
     json!({"count": samples.len(), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": samples[samples.len() - 1]})
 }
 
-/// 1 and 2: the seeds' scenario, wasup as designed and naive, then latency per item.
+/// wasup with the combined contract: every lane in one request.
+const COMBINED: &[(&str, &str)] = &[("WASUP__LARAVEL__CONTRACT", "combined")];
+
+/// 1 and 2: the seeds' scenario, wasup as designed (split and combined contracts) and naive,
+/// then latency per item and QR coverage.
 pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
     let sessions = plan.seeds_sessions();
     let mut runs = serde_json::Map::new();
-    for mode in ["wasup", "naive"] {
+    for mode in ["wasup", "combined", "naive"] {
         let laravel = CountingLaravel::start()?;
         laravel.set_latency(LARAVEL_LATENCY);
-        let redis = if mode == "wasup" {
-            Some(RedisProcess::start()?)
-        } else {
+        let redis = if mode == "naive" {
             None
+        } else {
+            Some(RedisProcess::start()?)
         };
-        let extra = if mode == "naive" { NAIVE } else { &[] };
+        let extra = match mode {
+            "naive" => NAIVE,
+            "combined" => COMBINED,
+            _ => &[],
+        };
         let mut wasup = WasupProcess::start(&env(&laravel, redis.as_ref(), extra))?;
         let api = Api::new(&wasup.base);
         api.wait_ready(Duration::from_secs(30)).await?;
@@ -118,7 +127,11 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
         laravel.take();
         let cpu_before = wasup.cpu_seconds();
         let started = Instant::now();
-        let actions = churn(&api, sessions, &SEEDS_MIX, plan.window()).await?;
+        let (actions, qr_coverage) = futures_util::join!(
+            churn(&api, sessions, &SEEDS_MIX, plan.window()),
+            coverage::sample(&api, &laravel, plan.window()),
+        );
+        let actions = actions?;
         let counts = laravel.take();
         let seconds = started.elapsed().as_secs_f64();
         let cpu = wasup.cpu_seconds() - cpu_before;
@@ -135,24 +148,31 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
                 "rss_mib": wasup.rss_kib() as f64 / 1024.0,
                 "latency_urgent": percentiles(counts.urgent_latency_ms),
                 "latency_normal": percentiles(counts.normal_latency_ms),
+                "qr_coverage": qr_coverage,
+                "qr_age_at_arrival": percentiles(counts.qr_age_ms),
+                "expired_qrs_delivered": counts.expired_qrs,
             }),
         );
         wasup.terminate().await?;
         laravel.stop().await;
     }
     let rate = |mode: &str| runs[mode]["requests_per_second"].as_f64().unwrap_or(0.0);
-    let ratio = if rate("wasup") > 0.0 {
-        rate("naive") / rate("wasup")
-    } else {
-        f64::INFINITY
+    let ratio_to = |mode: &str| {
+        if rate(mode) > 0.0 {
+            rate("naive") / rate(mode)
+        } else {
+            f64::INFINITY
+        }
     };
+    let (ratio, combined_ratio) = (ratio_to("wasup"), ratio_to("combined"));
     Ok(json!({
         "sessions": sessions,
-        "clock": "real time (no speed-up): QR rotation 60 s then 20 s, batch 50 / 5 s, urgent 500 ms, pacing 400 ms",
+        "clock": "real time (no speed-up): QR rotation 60 s then 20 s, QR deadline 1 s, urgent 500 ms, budget 2 in flight / 5 req/s (adaptive), batch 50",
         "laravel_latency_ms": LARAVEL_LATENCY.as_millis() as u64,
         "mix_per_1000_sessions_per_second": {"scans": SEEDS_MIX.scans, "drops": SEEDS_MIX.drops, "logouts": SEEDS_MIX.logouts},
         "runs": runs,
         "naive_to_wasup_request_ratio": ratio,
+        "naive_to_combined_request_ratio": combined_ratio,
     }))
 }
 
