@@ -19,6 +19,10 @@ use crate::engine::EngineConfig;
 pub const DEFAULT_CONFIG_PATH: &str = "config.toml";
 /// Prefix of the generic overrides: `WASUP__BATCH__INTERVAL=1s` sets `batch.interval`.
 pub const ENV_PREFIX: &str = "WASUP__";
+/// Shortest API key accepted: 32 characters (e.g. `openssl rand -hex 16`).
+pub const MIN_API_KEY_CHARS: usize = 32;
+/// What `--print-config` shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
 
 /// Every setting of wasup.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -93,11 +97,27 @@ pub struct HttpConfig {
     /// On SIGTERM, how long pending batches may take to reach Laravel before wasup exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
-    /// Key every call but `/health` must carry in `X-Api-Key`. Empty: no key, which is allowed
-    /// only on a loopback address.
+    /// Key every call but `/health` must carry in `X-Api-Key`, at least
+    /// [`MIN_API_KEY_CHARS`] characters. Empty: no key, which is allowed only on a loopback
+    /// address.
     pub api_key: String,
-    /// Requests per minute per client IP (`/health` exempt); 0 disables the limit.
+    /// Requests per minute per client IP (an IPv6 /64 counts as one) that carry no valid key
+    /// (`/health` exempt), so key guessing is slow; 0 disables the limit.
     pub rate_limit_per_minute: u32,
+    /// Requests per minute carrying the valid key (a backend like Laravel is one caller; with
+    /// no key configured, every caller counts here); 0 disables the limit.
+    pub rate_limit_per_key_per_minute: u32,
+    /// How many requests with the valid key may come at once before the per-minute rate counts.
+    pub rate_limit_per_key_burst: u32,
+    /// Reverse proxies (`10.0.0.1`, `10.0.0.0/8`) whose `X-Forwarded-For` names the client and
+    /// whose `X-Forwarded-Proto: https` makes the login cookie `Secure`. Empty: trust nobody.
+    pub trusted_proxies: Vec<String>,
+    /// Host names the `Host` header may carry besides IP literals and `localhost` (against DNS
+    /// rebinding); `"*"` allows any.
+    pub allowed_hosts: Vec<String>,
+    /// How long `/health`'s answer is reused, so it cannot be used to hammer the actors; 0: never.
+    #[serde(with = "humantime_serde")]
+    pub health_cache_ttl: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
 }
@@ -110,6 +130,11 @@ impl Default for HttpConfig {
             shutdown_timeout: Duration::from_secs(20),
             api_key: String::new(),
             rate_limit_per_minute: 100,
+            rate_limit_per_key_per_minute: 6000,
+            rate_limit_per_key_burst: 1000,
+            trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
+            health_cache_ttl: Duration::from_millis(500),
             max_body_bytes: 64 * 1024,
         }
     }
@@ -177,6 +202,29 @@ impl Config {
                 "http.api_key must be set (WASUP_API_KEY) to listen on the non-loopback address {listen}"
             ));
         }
+        if !self.http.api_key.is_empty() && self.http.api_key.chars().count() < MIN_API_KEY_CHARS {
+            return Err(format!(
+                "http.api_key (WASUP_API_KEY) must be at least {MIN_API_KEY_CHARS} characters, got {}; \
+                 make one with `openssl rand -hex 16`",
+                self.http.api_key.chars().count()
+            ));
+        }
+        if let Some(bad) = self
+            .http
+            .trusted_proxies
+            .iter()
+            .find(|proxy| crate::api::Cidr::parse(proxy).is_none())
+        {
+            return Err(format!(
+                "http.trusted_proxies: {bad:?} is not an address or a range like 10.0.0.0/8"
+            ));
+        }
+        if self.http.rate_limit_per_key_per_minute > 0 && self.http.rate_limit_per_key_burst == 0 {
+            return Err("http.rate_limit_per_key_burst must be at least 1".into());
+        }
+        if self.http.health_cache_ttl > Duration::from_secs(10) {
+            return Err("http.health_cache_ttl must be at most 10s".into());
+        }
         if self.http.max_body_bytes < 1024 {
             return Err("http.max_body_bytes must be at least 1024".into());
         }
@@ -202,6 +250,46 @@ impl Config {
             return Err("laravel.min_request_gap must be shorter than batch.priority_delay, or urgent statuses cannot arrive in time".into());
         }
         Ok(())
+    }
+
+    /// A copy with every secret (API key, Laravel token and signing secret, Redis password,
+    /// credentials inside URLs) replaced by [`REDACTED`], for `--print-config`.
+    pub fn redacted(&self) -> Config {
+        let mut copy = self.clone();
+        for secret in [
+            &mut copy.http.api_key,
+            &mut copy.laravel.token,
+            &mut copy.laravel.signing_secret,
+            &mut copy.redis.password,
+        ] {
+            if !secret.is_empty() {
+                *secret = REDACTED.into();
+            }
+        }
+        copy.laravel.base_url = credentials_replaced(&copy.laravel.base_url, REDACTED);
+        copy.redis.url = credentials_replaced(&copy.redis.url, REDACTED);
+        for url in &mut copy.redis.urls {
+            *url = credentials_replaced(url, REDACTED);
+        }
+        copy
+    }
+}
+
+/// `url` with any `user:password@` removed, for logs.
+pub fn without_credentials(url: &str) -> String {
+    credentials_replaced(url, "")
+}
+
+/// `url` with its `user:password` replaced by `by` (nothing: the `@` goes too).
+fn credentials_replaced(url: &str, by: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if by.is_empty() => format!("{scheme}://{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://{by}@{}", &rest[at + 1..]),
+        None => url.to_string(),
     }
 }
 
@@ -408,7 +496,7 @@ mod tests {
         let file = dir.join("c.toml");
         std::fs::write(
             &file,
-            "[http]\nlisten = \"0.0.0.0:4000\"\napi_key = \"k\"\n",
+            "[http]\nlisten = \"0.0.0.0:4000\"\napi_key = \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n",
         )
         .expect("write");
         let config = load(
@@ -461,7 +549,59 @@ mod tests {
             .expect_err("no key")
             .to_string();
         assert!(error.contains("http.api_key"), "{error}");
-        assert!(parse("[http]\nlisten = \"0.0.0.0:4000\"\napi_key = \"k\"\n").is_ok());
+        assert!(parse("[http]\nlisten = \"0.0.0.0:4000\"\napi_key = \"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_short_api_key_is_refused_naming_the_field() {
+        let error = parse("[http]\napi_key = \"short\"\n")
+            .expect_err("short")
+            .to_string();
+        assert!(error.contains("http.api_key"), "{error}");
+        assert!(error.contains("32"), "{error}");
+        assert!(
+            !error.contains("short"),
+            "the key itself is not echoed: {error}"
+        );
+        let error = parse("[http]\ntrusted_proxies = [\"10.0.0.0/99\"]\n")
+            .expect_err("bad range")
+            .to_string();
+        assert!(error.contains("http.trusted_proxies"), "{error}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_urls_lose_their_credentials() {
+        let mut config = Config::default();
+        config.http.api_key = "a".repeat(40);
+        config.laravel.token = "laravel-token".into();
+        config.laravel.signing_secret = "signing-secret-value".into();
+        config.laravel.base_url = "https://user:pw@laravel.test/api".into();
+        config.redis.password = "redis-pw".into();
+        config.redis.url = "redis://:redis-pw@127.0.0.1:6379/0".into();
+        let text = toml::to_string_pretty(&config.redacted()).expect("toml");
+        for secret in [
+            &*"a".repeat(40),
+            "laravel-token",
+            "signing-secret-value",
+            "redis-pw",
+            "user:pw",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("\"<redacted>\""), "{text}");
+        assert!(
+            text.contains("https://<redacted>@laravel.test/api"),
+            "{text}"
+        );
+        assert_eq!(
+            without_credentials("https://user:pw@laravel.test/a@b"),
+            "https://laravel.test/a@b"
+        );
+        assert_eq!(
+            without_credentials("http://laravel.test/api"),
+            "http://laravel.test/api"
+        );
+        assert_eq!(without_credentials("not a url"), "not a url");
     }
 
     #[test]

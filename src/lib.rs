@@ -150,11 +150,9 @@ impl Wasup {
             config: Arc::clone(&config),
             started_at: Instant::now(),
             telemetry,
+            health_cache: Arc::default(),
         };
-        let guard = Arc::new(api::Guard {
-            api_key: config.http.api_key.clone(),
-            limiter: api::RateLimiter::new(config.http.rate_limit_per_minute),
-        });
+        let guard = Arc::new(api::Guard::new(&config.http));
         let max_body_bytes = config.http.max_body_bytes;
         let simulate_hooks = config.engine.kind == EngineKind::Simulated;
         let app_state = state.clone();
@@ -182,7 +180,7 @@ impl Wasup {
         let handle = server.handle();
         actix_rt::spawn(server);
         info!(log, "wasup listening."; "addr" => %addr, "engine" => ?config.engine.kind,
-            "laravel" => &config.laravel.base_url);
+            "laravel" => crate::config::without_credentials(&config.laravel.base_url));
         Ok(Wasup {
             addr,
             server: handle,

@@ -42,6 +42,21 @@ pub fn build(config: &LogConfig) -> (Logger, slog_async::AsyncGuard) {
     (root, guard)
 }
 
+/// whatsapp-rust targets whose info/debug records can carry pairing codes, phone numbers or whole
+/// protocol nodes (QR references, message payloads): only their warnings and errors are kept,
+/// whatever `log.library_level` says.
+const SENSITIVE_TARGETS: [&str; 4] = [
+    "Client/Recv",
+    "Client/Send",
+    "Client/PairCode",
+    "Bot/PairCode",
+];
+
+/// Whether a library record may be written: not below warning from a [`SENSITIVE_TARGETS`] one.
+fn may_log(target: &str, level: log::Level) -> bool {
+    level <= log::Level::Warn || !SENSITIVE_TARGETS.iter().any(|t| target.starts_with(t))
+}
+
 /// The `log` facade's records (whatsapp-rust and its crates), written through slog.
 struct LibraryLog(Logger);
 
@@ -51,7 +66,7 @@ impl log::Log for LibraryLog {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) || !may_log(record.target(), record.level()) {
             return;
         }
         let level = match record.level() {
@@ -83,5 +98,20 @@ fn level_filter(level: Level) -> log::LevelFilter {
         Level::Info => log::LevelFilter::Info,
         Level::Debug => log::LevelFilter::Debug,
         Level::Trace => log::LevelFilter::Trace,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensitive_library_targets_keep_only_warnings() {
+        for target in SENSITIVE_TARGETS {
+            assert!(!may_log(target, log::Level::Info), "{target}");
+            assert!(!may_log(target, log::Level::Debug), "{target}");
+            assert!(may_log(target, log::Level::Warn), "{target}");
+        }
+        assert!(may_log("Client/Connect", log::Level::Info));
     }
 }

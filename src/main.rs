@@ -15,9 +15,13 @@ struct Args {
     /// Configuration file; environment variables override it (see README).
     #[arg(long, short, default_value = config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
-    /// Print the effective configuration (after environment overrides) as TOML and exit.
+    /// Print the effective configuration (after environment overrides) as TOML and exit;
+    /// secrets show as "<redacted>".
     #[arg(long)]
     print_config: bool,
+    /// With --print-config, show the secrets themselves.
+    #[arg(long, requires = "print_config")]
+    show_secrets: bool,
     /// Print the OpenAPI document of the REST API and exit.
     #[arg(long)]
     print_openapi: bool,
@@ -37,7 +41,12 @@ fn main() -> ExitCode {
         }
     };
     if args.print_config {
-        return match toml::to_string_pretty(&config) {
+        let shown = if args.show_secrets {
+            config
+        } else {
+            config.redacted()
+        };
+        return match toml::to_string_pretty(&shown) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

@@ -50,7 +50,7 @@ async fn every_call_but_health_needs_the_api_key() {
         (Method::GET, "/metrics"),
         (Method::GET, "/metrics/batch"),
     ] {
-        for key in [None, Some("wrong"), Some("test-api-ke")] {
+        for key in [None, Some("wrong"), Some(&API_KEY[..API_KEY.len() - 1])] {
             let (status, _, body) =
                 raw(&wasup.base, method.clone(), path, key, Some("{}".into())).await;
             assert_eq!(status, 401, "{method} {path} with {key:?}: {body}");
@@ -61,37 +61,6 @@ async fn every_call_but_health_needs_the_api_key() {
     assert_eq!(status, 200);
     let (status, _, _) = raw(&wasup.base, Method::GET, "/sessions", Some(API_KEY), None).await;
     assert_eq!(status, 200);
-}
-
-#[actix_rt::test]
-async fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
-    let laravel = Laravel::start().await;
-    let mut config = fast_config(&laravel.url);
-    config.http.rate_limit_per_minute = 5;
-    let wasup = TestWasup::start(config).await;
-    for _ in 0..5 {
-        assert_eq!(
-            raw(&wasup.base, Method::GET, "/sessions", Some(API_KEY), None)
-                .await
-                .0,
-            200
-        );
-    }
-    let (status, headers, body) =
-        raw(&wasup.base, Method::GET, "/sessions", Some(API_KEY), None).await;
-    assert_eq!(status, 429, "{body}");
-    let retry_after: u64 = headers
-        .get("retry-after")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok())
-        .expect("Retry-After");
-    assert!((1..=12).contains(&retry_after), "{retry_after}");
-    assert!(body.contains("rate_limited"));
-    assert_eq!(
-        raw(&wasup.base, Method::GET, "/health", None, None).await.0,
-        200,
-        "health is exempt"
-    );
 }
 
 #[actix_rt::test]

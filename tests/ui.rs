@@ -1,4 +1,4 @@
-//! The QR page (`/ui`): login by key → cookie, the pages behind it, the cookie on the JSON API,
+//! The QR page (`/ui`): login by key (POST form) → revocable cookie, the pages behind it, the cookie on the JSON API,
 //! CSRF refusals, security headers, and no API key in anything it serves.
 
 mod common;
@@ -97,7 +97,7 @@ fn cookie_of(answer: &Answer) -> String {
         "the cookie holds the key: {set_cookie}"
     );
     let pair = set_cookie.split(';').next().unwrap_or_default();
-    assert!(pair.starts_with("wasup_ui=v1."), "{set_cookie}");
+    assert!(pair.starts_with("wasup_ui=v2."), "{set_cookie}");
     pair.to_string()
 }
 
@@ -174,7 +174,7 @@ async fn a_wrong_key_is_refused_and_the_right_one_buys_a_cookie() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(config(&laravel)).await;
     let origin = own_origin(&wasup);
-    for key in ["wrong", "test-api-ke", ""] {
+    for key in ["wrong", &API_KEY[..API_KEY.len() - 1], ""] {
         let form = format!("key={key}");
         let answer = send(
             &wasup,
@@ -188,25 +188,13 @@ async fn a_wrong_key_is_refused_and_the_right_one_buys_a_cookie() {
         assert!(answer.body.contains("Wrong key."), "{}", answer.body);
         assert!(answer.header("set-cookie").is_empty());
     }
-    let answer = send(&wasup, Method::GET, "/ui?key=wrong", &[], None).await;
-    assert_eq!(answer.status, 401);
-    assert!(answer.header("set-cookie").is_empty());
-
-    let answer = send(
-        &wasup,
-        Method::GET,
-        &format!("/ui?key={API_KEY}"),
-        &[],
-        None,
-    )
-    .await;
-    assert_eq!(answer.status, 303);
-    assert_eq!(
-        answer.header("location"),
-        "/ui",
-        "the key leaves the address bar"
-    );
-    let cookie = cookie_of(&answer);
+    // The key never goes in a URL: `?key=` is no login.
+    for path in ["/ui?key=wrong".to_string(), format!("/ui?key={API_KEY}")] {
+        let answer = send(&wasup, Method::GET, &path, &[], None).await;
+        assert_eq!(answer.status, 401, "{path}");
+        assert!(answer.header("set-cookie").is_empty(), "{path}");
+    }
+    let cookie = sign_in(&wasup).await;
     let answer = send(&wasup, Method::GET, "/ui", &[("Cookie", &cookie)], None).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
@@ -255,6 +243,55 @@ async fn a_wrong_key_is_refused_and_the_right_one_buys_a_cookie() {
         "{}",
         answer.header("set-cookie")
     );
+    // Signed out on the server too: the old cookie, kept, no longer works.
+    let answer = send(&wasup, Method::GET, "/ui", &[("Cookie", &cookie)], None).await;
+    assert_eq!(answer.status, 401, "a signed-out cookie still works");
+    let answer = send(
+        &wasup,
+        Method::GET,
+        "/sessions",
+        &[("Cookie", &cookie)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        answer.status, 401,
+        "a signed-out cookie still works on the API"
+    );
+    let fresh = sign_in(&wasup).await;
+    let answer = send(&wasup, Method::GET, "/ui", &[("Cookie", &fresh)], None).await;
+    assert_eq!(answer.status, 200, "a new login works");
+}
+
+#[actix_rt::test]
+async fn the_cookie_is_secure_only_when_https_is_known() {
+    let laravel = Laravel::start().await;
+    for (trusted, proto, secure) in [
+        (false, Some("https"), false),
+        (true, Some("https"), true),
+        (true, Some("http"), false),
+        (true, None, false),
+    ] {
+        let mut config = config(&laravel);
+        if trusted {
+            config.http.trusted_proxies = vec!["127.0.0.1".into()];
+        }
+        let wasup = TestWasup::start(config).await;
+        let origin = own_origin(&wasup);
+        let mut headers = vec![("Origin", origin.as_str())];
+        if let Some(proto) = proto {
+            headers.push(("X-Forwarded-Proto", proto));
+        }
+        let form = format!("key={API_KEY}");
+        let answer = send(&wasup, Method::POST, "/ui/login", &headers, Some(&form)).await;
+        assert_eq!(answer.status, 303, "{}", answer.body);
+        assert_eq!(
+            answer.header("set-cookie").contains("; Secure"),
+            secure,
+            "trusted {trusted}, proto {proto:?}: {}",
+            answer.header("set-cookie")
+        );
+    }
 }
 
 #[actix_rt::test]

@@ -1,6 +1,12 @@
-//! `GET /health` (the truth about the service) and `GET /metrics/batch`.
+//! `GET /health` (the truth about the service, reused for `http.health_cache_ttl`) and
+//! `GET /metrics/batch`.
 
-use actix_web::{HttpResponse, web};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use actix_web::{HttpResponse, http::StatusCode, web};
 use serde_json::json;
 use wasup_actors::{
     batch::GetBatchStats, breaker::GetBreakerSnapshot, cache::GetCacheReport,
@@ -16,10 +22,50 @@ use super::{
 };
 use crate::telemetry::Snapshot;
 
+/// The last `/health` answer: status code, JSON body and when it was computed.
+#[derive(Default)]
+pub struct HealthCache(Mutex<Option<(Instant, StatusCode, String)>>);
+
+impl HealthCache {
+    /// The answer computed less than `ttl` before `now`, if any.
+    fn fresh(&self, ttl: Duration, now: Instant) -> Option<(StatusCode, String)> {
+        let cached = self.0.lock().ok()?;
+        let (at, status, body) = cached.as_ref()?;
+        (now.saturating_duration_since(*at) < ttl).then(|| (*status, body.clone()))
+    }
+
+    /// Remembers an answer computed at `at`.
+    fn store(&self, at: Instant, status: StatusCode, body: &str) {
+        if let Ok(mut cached) = self.0.lock() {
+            *cached = Some((at, status, body.to_string()));
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, description = "Healthy or degraded", body = HealthReport), (status = 503, description = "Shutting down", body = HealthReport)))]
 /// `GET /health`: `ok`, `degraded` (Laravel unreachable: breaker not closed or the last request
-/// failed; or Redis down) or `shutting_down` (503).
+/// failed; or Redis down) or `shutting_down` (503); one computation (five actor round trips)
+/// serves every call for `http.health_cache_ttl`.
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ttl = state.config.http.health_cache_ttl;
+    let (status, body) = match state.health_cache.fresh(ttl, Instant::now()) {
+        Some(answer) => answer,
+        None => {
+            let now = Instant::now();
+            let (status, body) = compute_health(&state).await?;
+            if !ttl.is_zero() {
+                state.health_cache.store(now, status, &body);
+            }
+            (status, body)
+        }
+    };
+    Ok(HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body))
+}
+
+/// The health report, and 503 when shutting down.
+async fn compute_health(state: &AppState) -> Result<(StatusCode, String), ApiError> {
     let (sessions, batch, breaker, messages, sink) = futures_util::try_join!(
         state.registry.send(GetRegistryStats),
         state.batch.send(GetBatchStats),
@@ -72,11 +118,12 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             .as_ref()
             .and_then(|outbox| serde_json::to_value(outbox).ok()),
     };
-    Ok(if status == "shutting_down" {
-        HttpResponse::ServiceUnavailable().json(body)
+    let code = if status == "shutting_down" {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
-        HttpResponse::Ok().json(body)
-    })
+        StatusCode::OK
+    };
+    Ok((code, serde_json::to_string(&body).unwrap_or_default()))
 }
 
 #[utoipa::path(get, path = "/metrics/batch", tag = "metrics", responses((status = 200, description = "Lanes, batches, sink figures", body = Object), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody)))]

@@ -3,6 +3,7 @@
 mod error;
 mod guard;
 mod health;
+mod limits;
 mod messages;
 pub mod openapi;
 mod qr;
@@ -22,7 +23,8 @@ use wasup_actors::{
 };
 
 pub use error::ApiError;
-pub use guard::{Guard, RateLimiter, guard};
+pub use guard::{Guard, guard};
+pub use limits::{Cidr, RateLimiter};
 
 use crate::{config::Config, telemetry::Telemetry};
 
@@ -49,6 +51,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// Prometheus metrics.
     pub telemetry: Arc<Telemetry>,
+    /// `/health`'s last answer, reused for `http.health_cache_ttl`.
+    pub health_cache: Arc<health::HealthCache>,
 }
 
 /// Registers every route on an app.
@@ -61,7 +65,7 @@ pub fn configure(
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_body_bytes)
-                    .content_type_required(false)
+                    .content_type_required(true)
                     .error_handler(move |error, _| json_error(error, max_body_bytes).into()),
             )
             .app_data(
@@ -148,6 +152,7 @@ fn json_error(error: actix_web::error::JsonPayloadError, max_body_bytes: usize) 
         | JsonPayloadError::Payload(PayloadError::Overflow) => {
             ApiError::PayloadTooLarge(max_body_bytes)
         }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         other => ApiError::BadRequest(format!("invalid JSON body: {other}")),
     }
 }

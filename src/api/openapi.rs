@@ -21,6 +21,51 @@ impl Modify for ApiKeyScheme {
     }
 }
 
+/// Adds the guard's answers to the operations it can give them on: 415 to every one taking a
+/// body, 429 to every one needing the key.
+struct GuardAnswers;
+
+impl Modify for GuardAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in &mut openapi.paths.paths {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                if operation.request_body.is_some() {
+                    responses
+                        .entry("415".into())
+                        .or_insert_with(|| answer("Body not JSON (Content-Type)").into());
+                }
+                if path != "/health" {
+                    responses
+                        .entry("429".into())
+                        .or_insert_with(|| answer("Rate limited").into());
+                }
+            }
+        }
+    }
+}
+
 /// The document.
 #[derive(OpenApi)]
 #[openapi(
@@ -34,7 +79,7 @@ impl Modify for ApiKeyScheme {
         simulate::message,
     ),
     components(schemas(schema::ErrorBody)),
-    modifiers(&ApiKeyScheme),
+    modifiers(&ApiKeyScheme, &GuardAnswers),
     security(("api_key" = [])),
 )]
 pub struct ApiDoc;

@@ -1,4 +1,5 @@
-//! The QR page for people (`/ui`): a login that trades the API key for a cookie, the session
+//! The QR page for people (`/ui`): a login form (POST, never the key in a URL) that trades the
+//! API key for a revocable cookie, the session
 //! list and one session's live QR, as plain HTML, CSS and JS embedded in the binary (`ui/`).
 //!
 //! [`super::guard`] accepts the login cookie ([`cookie`]) like `X-Api-Key`, so the pages' script
@@ -14,14 +15,14 @@ use actix_web::{
     web,
 };
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
+use std::sync::Arc;
 use wasup_actors::registry::{
     InspectSession, ListSessions, RegistryError, SessionList, SessionReport,
 };
 
-pub use cookie::{cookie_grants, same_origin};
+pub use cookie::{Revoked, cookie_grants, same_origin};
 
-use super::{ApiError, AppState, resource};
+use super::{ApiError, AppState, Guard, resource};
 
 /// Every page's Content-Security-Policy: wasup's own files only (the QR is a `data:` PNG), no
 /// inline script or style, no framing.
@@ -67,12 +68,10 @@ pub fn is_page(path: &str) -> bool {
     path == "/ui" || path.starts_with("/ui/")
 }
 
-/// Whether the request needs no credential: the login and logout forms, the static files, and
-/// `GET /ui?key=...` (whose handler checks the key itself).
+/// Whether the request needs no credential: the login and logout forms and the static files.
 pub fn is_public(request: &HttpRequest) -> bool {
     match request.path() {
         "/ui/login" | "/ui/logout" => true,
-        "/ui" => query_key(request).is_some(),
         path => path.starts_with("/ui/assets/"),
     }
 }
@@ -80,13 +79,6 @@ pub fn is_public(request: &HttpRequest) -> bool {
 /// The login page (401) for a page request without a credential; back to that page afterwards.
 pub fn login_required(request: &HttpRequest) -> HttpResponse {
     login_page(StatusCode::UNAUTHORIZED, request.path(), None)
-}
-
-/// `GET /ui?key=...` form of [`login`].
-#[derive(Debug, Deserialize)]
-struct KeyQuery {
-    /// The API key to trade for a cookie.
-    key: Option<String>,
 }
 
 /// `POST /ui/login` form.
@@ -98,11 +90,8 @@ struct LoginForm {
     next: Option<String>,
 }
 
-/// `GET /ui`: every session and its state (refreshed by the page); with `?key=` a login.
-async fn index(state: web::Data<AppState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    if let Some(key) = query_key(&request) {
-        return Ok(exchange(&state, &request, &key, "/ui"));
-    }
+/// `GET /ui`: every session and its state (refreshed by the page).
+async fn index(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let list = state.registry.send(ListSessions).await?;
     Ok(page(
         StatusCode::OK,
@@ -144,7 +133,7 @@ async fn login_form(state: web::Data<AppState>) -> HttpResponse {
 
 /// `POST /ui/login` (form `key`, `next`): a cookie and back to `next`, or the form again.
 async fn login(
-    state: web::Data<AppState>,
+    guard: web::Data<Arc<Guard>>,
     request: HttpRequest,
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
@@ -154,11 +143,13 @@ async fn login(
         let message = "Sign in from wasup's own login page.";
         return login_page(StatusCode::FORBIDDEN, next, Some(message));
     }
-    exchange(&state, &request, &key, next)
+    exchange(&guard, &request, &key, next)
 }
 
-/// `POST /ui/logout`: drops the cookie.
-async fn logout() -> HttpResponse {
+/// `POST /ui/logout`: signs the cookie out on the server (it stops working even if kept) and
+/// drops it from the browser.
+async fn logout(guard: web::Data<Arc<Guard>>, request: HttpRequest) -> HttpResponse {
+    cookie::revoke_cookies(&request, &guard.api_key, &guard.logins);
     see_other("/ui", Some(cookie::logout_cookie()))
 }
 
@@ -176,16 +167,23 @@ async fn asset(name: web::Path<String>) -> Result<HttpResponse, ApiError> {
         .body(body))
 }
 
-/// Checks `key` in constant time: a cookie and a redirect to `next`, or the form again (401).
-fn exchange(state: &AppState, request: &HttpRequest, key: &str, next: &str) -> HttpResponse {
-    let api_key = &state.config.http.api_key;
-    if api_key.is_empty() {
+/// Checks `key` (digests, constant time): a cookie and a redirect to `next`, or the form again
+/// (401).
+fn exchange(guard: &Guard, request: &HttpRequest, key: &str, next: &str) -> HttpResponse {
+    if guard.api_key.is_empty() {
         return see_other(next, None);
     }
-    if !bool::from(key.as_bytes().ct_eq(api_key.as_bytes())) {
+    if !guard.key_matches(key.as_bytes()) {
         return login_page(StatusCode::UNAUTHORIZED, next, Some("Wrong key."));
     }
-    see_other(next, Some(cookie::login_cookie(request, api_key)))
+    let https_proxy = guard.from_trusted_proxy(request)
+        && request
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let cookie = cookie::login_cookie(request, &guard.api_key, https_proxy);
+    see_other(next, Some(cookie))
 }
 
 /// A `303 See Other` to `location`, setting `cookie` when given.
@@ -341,13 +339,6 @@ fn safe_next(next: &str) -> &str {
     } else {
         "/ui"
     }
-}
-
-/// The `key` query parameter, when given.
-fn query_key(request: &HttpRequest) -> Option<String> {
-    web::Query::<KeyQuery>::from_query(request.query_string())
-        .ok()
-        .and_then(|query| query.into_inner().key)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Engine implementations behind `wasup_actors::engine::Engine`, chosen by `engine.kind`.
 
+pub mod files;
 pub mod simulated;
 pub mod whatsapp;
 

@@ -123,8 +123,10 @@ impl Credentials {
         let written = self
             .path
             .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&self.path, format!("{{\"phone\":\"{phone}\"}}\n")));
+            .map_or(Ok(()), |dir| super::files::private_dir(dir, 2))
+            .and_then(|()| {
+                super::files::write_private(&self.path, format!("{{\"phone\":\"{phone}\"}}\n"))
+            });
         written
             .map_err(|error| EngineError::Failed(format!("cannot store credentials: {error}")))?;
         self.paired.set(true);

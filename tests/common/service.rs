@@ -10,7 +10,7 @@ use wasup_actors::store::RedisConfig;
 use super::redis::RedisServer;
 
 /// The API key test services require; [`TestWasup`]'s client sends it.
-pub const API_KEY: &str = "test-api-key";
+pub const API_KEY: &str = "test-api-key-at-least-32-characters";
 
 /// A config with every duration short enough for tests, pointing at `laravel_url`. Redis stays
 /// at its default URL, which [`TestWasup::start`] replaces with a private server of its own;
@@ -22,6 +22,8 @@ pub fn fast_config(laravel_url: &str) -> Config {
     config.http.shutdown_timeout = Duration::from_secs(5);
     config.http.api_key = API_KEY.into();
     config.http.rate_limit_per_minute = 0;
+    config.http.rate_limit_per_key_per_minute = 0;
+    config.http.health_cache_ttl = Duration::ZERO;
     config.engine.kind = EngineKind::Simulated;
     config.engine.data_dir = scratch_dir();
     config.engine.simulated.connect_delay = Duration::from_millis(30);

@@ -129,11 +129,20 @@ async function main() {
     assert.equal(await page.locator('#qr-box').isHidden(), true);
     await page.screenshot({ path: path.join(out, 'ended.png'), fullPage: true });
 
-    step('signing out drops the cookie');
+    step('the key never goes in a URL: /ui?key= is no login');
+    assert.ok(!page.url().includes(key), page.url());
+
+    step('signing out drops the cookie and revokes it on the server');
     await page.click('button:has-text("Sign out")');
     await page.locator('form[action="/ui/login"] #key').waitFor();
     const left = (await context.cookies()).filter((c) => c.name === 'wasup_ui');
     assert.deepEqual(left, []);
+    await context.addCookies([cookie]);
+    const revoked = await page.goto(`${base}/ui`);
+    assert.equal(revoked.status(), 401, 'a signed-out cookie, put back, still works');
+    const byUrl = await page.goto(`${base}/ui?key=${encodeURIComponent(key)}`);
+    assert.equal(byUrl.status(), 401, '?key= signed in');
+    await context.clearCookies();
 
     assert.deepEqual(problems, [], 'no script errors or CSP violations');
   } finally {

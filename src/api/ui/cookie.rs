@@ -1,10 +1,16 @@
-//! The QR page's login cookie, `v1.{expiry}.{hex HMAC-SHA256(api_key, expiry)}`, and the
-//! same-origin test that keeps it from authorising cross-site POSTs and DELETEs.
+//! The QR page's login cookie, `v2.{expiry}.{nonce}.{hex HMAC-SHA256(api_key, expiry, nonce)}`,
+//! its revocation on sign-out, and the same-origin test that keeps it from authorising
+//! cross-site POSTs and DELETEs.
 //!
-//! Stateless on purpose: valid on every worker (and every node sharing the key) without a
-//! session table, never the key itself, void once the key changes or the expiry passes.
+//! Signed, so valid on every worker (and every node sharing the key) without a session table,
+//! never the key itself, void once the key changes or the expiry passes; signing out puts the
+//! token on this process's [`Revoked`] list until it would have expired.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use actix_web::{HttpRequest, http::header};
 use subtle::ConstantTimeEq;
@@ -16,11 +22,58 @@ pub const COOKIE_NAME: &str = "wasup_ui";
 const LOGIN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
 /// What the HMAC signs besides the expiry, keeping it apart from other uses of the key.
 const COOKIE_PURPOSE: &[u8] = b"wasup-ui-session";
+/// Most signed-out tokens remembered; past it the ones closest to expiry are forgotten first.
+const MAX_REVOKED: usize = 10_000;
 
-/// Whether the request carries a valid, unexpired login cookie for `api_key`.
-pub fn cookie_grants(request: &HttpRequest, api_key: &str) -> bool {
+/// Tokens signed out before their expiry (token → expiry, Unix seconds).
+#[derive(Default)]
+pub struct Revoked(Mutex<HashMap<String, u64>>);
+
+impl Revoked {
+    /// Whether `token` was signed out.
+    fn contains(&self, token: &str) -> bool {
+        self.0
+            .lock()
+            .map_or(true, |revoked| revoked.contains_key(token))
+    }
+
+    /// Signs `token` out (valid under `api_key`; anything else is ignored).
+    fn revoke(&self, token: &str, api_key: &str, now: u64) {
+        let Some(expires) = token_expiry(token, api_key, now) else {
+            return;
+        };
+        let Ok(mut revoked) = self.0.lock() else {
+            return;
+        };
+        if revoked.len() >= MAX_REVOKED {
+            revoked.retain(|_, expires| *expires > now);
+        }
+        while revoked.len() >= MAX_REVOKED {
+            let Some(first) = revoked
+                .iter()
+                .min_by_key(|(_, expires)| **expires)
+                .map(|(token, _)| token.clone())
+            else {
+                break;
+            };
+            revoked.remove(&first);
+        }
+        revoked.insert(token.to_string(), expires);
+    }
+}
+
+/// Whether the request carries a valid, unexpired, not signed-out login cookie for `api_key`.
+pub fn cookie_grants(request: &HttpRequest, api_key: &str, revoked: &Revoked) -> bool {
     !api_key.is_empty()
-        && cookie_values(request, COOKIE_NAME).any(|token| token_valid(token, api_key, unix_now()))
+        && cookie_values(request, COOKIE_NAME)
+            .any(|token| token_valid(token, api_key, unix_now()) && !revoked.contains(token))
+}
+
+/// Signs out every login cookie the request carries.
+pub fn revoke_cookies(request: &HttpRequest, api_key: &str, revoked: &Revoked) {
+    for token in cookie_values(request, COOKIE_NAME) {
+        revoked.revoke(token, api_key, unix_now());
+    }
 }
 
 /// Whether a browser says the request comes from wasup's own pages: `Sec-Fetch-Site:
@@ -41,9 +94,10 @@ pub fn same_origin(request: &HttpRequest) -> bool {
         .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(&host))
 }
 
-/// `Set-Cookie` for a fresh login under `api_key` (`Secure` when the request came over HTTPS).
-pub fn login_cookie(request: &HttpRequest, api_key: &str) -> String {
-    let secure = if request.connection_info().scheme() == "https" {
+/// `Set-Cookie` for a fresh login under `api_key`; `Secure` when the request came over HTTPS
+/// (`https_proxy`: a trusted proxy says so).
+pub fn login_cookie(request: &HttpRequest, api_key: &str, https_proxy: bool) -> String {
+    let secure = if request.app_config().secure() || https_proxy {
         "; Secure"
     } else {
         ""
@@ -76,25 +130,42 @@ fn cookie_values<'a>(request: &'a HttpRequest, name: &'a str) -> impl Iterator<I
 /// A login token for `api_key`, valid for [`LOGIN_TTL`] from `now` (Unix seconds).
 fn mint_token(api_key: &str, now: u64) -> String {
     let expires = now + LOGIN_TTL.as_secs();
-    format!("v1.{expires}.{}", token_mac(api_key, expires))
+    let nonce = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    format!(
+        "v2.{expires}.{nonce}.{}",
+        token_mac(api_key, expires, &nonce)
+    )
 }
 
 /// Whether `token` was minted for `api_key` and is still valid at `now` (compared in constant time).
 fn token_valid(token: &str, api_key: &str, now: u64) -> bool {
-    let mut parts = token.splitn(3, '.');
-    let (Some("v1"), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    let Ok(expires) = expires.parse::<u64>() else {
-        return false;
-    };
-    let fresh = expires > now && expires <= now.saturating_add(LOGIN_TTL.as_secs());
-    fresh && bool::from(mac.as_bytes().ct_eq(token_mac(api_key, expires).as_bytes()))
+    token_expiry(token, api_key, now).is_some()
 }
 
-/// The hex HMAC-SHA256 under `api_key` of the expiry and [`COOKIE_PURPOSE`].
-fn token_mac(api_key: &str, expires: u64) -> String {
-    let signed = signature(api_key, expires, COOKIE_PURPOSE);
+/// The expiry of `token` when it was minted for `api_key` and is still valid at `now`.
+fn token_expiry(token: &str, api_key: &str, now: u64) -> Option<u64> {
+    let mut parts = token.splitn(4, '.');
+    let (Some("v2"), Some(expires), Some(nonce), Some(mac)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let expires = expires.parse::<u64>().ok()?;
+    let fresh = expires > now && expires <= now.saturating_add(LOGIN_TTL.as_secs());
+    let genuine = bool::from(
+        mac.as_bytes()
+            .ct_eq(token_mac(api_key, expires, nonce).as_bytes()),
+    );
+    (fresh && genuine).then_some(expires)
+}
+
+/// The hex HMAC-SHA256 under `api_key` of the expiry, [`COOKIE_PURPOSE`] and the nonce.
+fn token_mac(api_key: &str, expires: u64, nonce: &str) -> String {
+    let signed = signature(
+        api_key,
+        expires,
+        &[COOKIE_PURPOSE, b".", nonce.as_bytes()].concat(),
+    );
     match signed.strip_prefix("sha256=") {
         Some(hex) => hex.to_string(),
         None => signed,
@@ -123,14 +194,19 @@ mod tests {
         assert!(!token_valid(&token, "secret-key", now + ttl));
         assert!(!token_valid(&token, "other-key", now), "a new key voids it");
         let far = now + 10 * ttl;
-        let far = format!("v1.{far}.{}", token_mac("secret-key", far));
+        let far = format!("v2.{far}.n.{}", token_mac("secret-key", far, "n"));
         assert!(
             !token_valid(&far, "secret-key", now),
             "no expiry past the TTL"
         );
-        let tampered = token.replacen("v1.17", "v1.18", 1);
+        let tampered = token.replacen("v2.17", "v2.18", 1);
         assert!(!token_valid(&tampered, "secret-key", now));
-        for junk in ["", "v1", "v1.x.y", "v2.1.2", &token[..token.len() - 1]] {
+        assert_ne!(
+            token,
+            mint_token("secret-key", now),
+            "each login is its own token"
+        );
+        for junk in ["", "v1", "v2.x.y.z", "v1.1.2", &token[..token.len() - 1]] {
             assert!(!token_valid(junk, "secret-key", now), "{junk}");
         }
     }
@@ -141,12 +217,28 @@ mod tests {
         let request = actix_web::test::TestRequest::default()
             .insert_header((header::COOKIE, format!("a=1; {COOKIE_NAME}={token}; b=2")))
             .to_http_request();
-        assert!(cookie_grants(&request, "k"));
-        assert!(!cookie_grants(&request, ""), "no key, no cookie login");
+        let revoked = Revoked::default();
+        assert!(cookie_grants(&request, "k", &revoked));
+        assert!(
+            !cookie_grants(&request, "", &revoked),
+            "no key, no cookie login"
+        );
+        revoke_cookies(&request, "k", &revoked);
+        assert!(!cookie_grants(&request, "k", &revoked), "signed out");
+        let again = actix_web::test::TestRequest::default()
+            .insert_header((
+                header::COOKIE,
+                format!("{COOKIE_NAME}={}", mint_token("k", unix_now())),
+            ))
+            .to_http_request();
+        assert!(
+            cookie_grants(&again, "k", &revoked),
+            "a new login still works"
+        );
         let other = actix_web::test::TestRequest::default()
             .insert_header((header::COOKIE, format!("x{COOKIE_NAME}={token}")))
             .to_http_request();
-        assert!(!cookie_grants(&other, "k"));
+        assert!(!cookie_grants(&other, "k", &Revoked::default()));
     }
 
     #[test]

@@ -117,6 +117,10 @@ impl WasupProcess {
         let mut all: Vec<(String, String)> = vec![
             ("WASUP__HTTP__LISTEN".into(), format!("127.0.0.1:{port}")),
             ("WASUP__HTTP__RATE_LIMIT_PER_MINUTE".into(), "0".into()),
+            (
+                "WASUP__HTTP__RATE_LIMIT_PER_KEY_PER_MINUTE".into(),
+                "0".into(),
+            ),
             ("WASUP__ENGINE__KIND".into(), "simulated".into()),
             (
                 "WASUP__ENGINE__DATA_DIR".into(),

@@ -21,6 +21,8 @@ use whatsapp_rust::{
     transport::TokioWebSocketTransportFactory,
 };
 
+use crate::engine::files;
+
 use super::{
     WhatsAppSettings,
     events::{MappingState, MessageHook, SessionEventHandler},
@@ -140,13 +142,16 @@ impl Shared {
         if let Some((_, previous)) = running.take() {
             previous.shutdown().await;
         }
-        std::fs::create_dir_all(&self.store_dir).map_err(|error| {
-            EngineError::Failed(format!(
-                "store directory {} not writable: {error}",
-                self.store_dir.display()
-            ))
-        })?;
+        // The store, `sessions/` and the data directory: 0700; the database 0600.
         let store_path = self.store_dir.join(STORE_FILE);
+        files::private_dir(&self.store_dir, 2)
+            .and_then(|()| files::private_file(&store_path))
+            .map_err(|error| {
+                EngineError::Failed(format!(
+                    "store directory {} not writable: {error}",
+                    self.store_dir.display()
+                ))
+            })?;
         let store = SqliteStore::new(&store_path.to_string_lossy())
             .await
             .map_err(|error| EngineError::Failed(format!("session store: {error}")))?;

@@ -269,7 +269,7 @@ impl EventHandler for SessionEventHandler {
             match &mapped {
                 EngineEvent::Paired { .. } => {
                     if let Some(jid) = self.state.own_jid() {
-                        let _ = std::fs::write(&self.paired_marker, jid);
+                        let _ = crate::engine::files::write_private(&self.paired_marker, jid);
                     }
                 }
                 EngineEvent::Disconnected {
