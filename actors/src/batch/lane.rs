@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use indexmap::IndexMap;
 use serde::Serialize;
 
+use super::waiting::{Waiting, WaitingSet};
 use crate::{
     messages::{Lane, OutboundItem, unix_millis},
     sink::{DeliveryOutcome, backoff_delay},
@@ -31,12 +31,6 @@ impl Timing {
             send_by: deadline,
             deadline,
         }
-    }
-
-    /// When the item must leave, given the expected request latency.
-    fn send_at(&self, lead: Duration) -> Instant {
-        self.send_by
-            .min(self.deadline.checked_sub(lead).unwrap_or(self.deadline))
     }
 
     fn earliest(self, other: Timing) -> Timing {
@@ -63,21 +57,6 @@ pub struct TakenBatch {
     pub items: Vec<OutboundItem>,
     /// QRs dropped because they would reach Laravel after they expire.
     pub expired: Vec<Settled>,
-}
-
-/// An item waiting in a lane.
-#[derive(Clone, Debug)]
-struct Waiting {
-    /// What goes to Laravel.
-    item: OutboundItem,
-    /// When it must leave and arrive.
-    timing: Timing,
-    /// Failed deliveries of this session's item so far (drives its retry delay).
-    attempts: u32,
-    /// Sequence number of the item (its version in the durable outbox).
-    seq: u64,
-    /// An urgent status is (or was, before coalescing) in this slot: it goes first.
-    urgent: bool,
 }
 
 /// An item in the batch at the sink.
@@ -160,8 +139,8 @@ pub type Settled = (String, u64);
 pub struct LaneQueue {
     /// Which lane.
     lane: Lane,
-    /// Waiting items by coalescing key (one per session; every message apart), in arrival order.
-    waiting: IndexMap<String, Waiting>,
+    /// Waiting items by coalescing key (one per session; every message apart), indexed.
+    waiting: WaitingSet,
     /// The batch at the sink, by coalescing key. At most one batch per lane is out, so a session's
     /// items reach Laravel in order.
     in_flight: Option<HashMap<String, Sent>>,
@@ -175,8 +154,6 @@ pub struct LaneQueue {
     max_batch_size: usize,
     /// When the last batch left, in ms since the epoch.
     last_flush_at: Option<u64>,
-    /// Waiting items marked urgent.
-    urgent_waiting: usize,
 }
 
 impl LaneQueue {
@@ -184,33 +161,19 @@ impl LaneQueue {
     pub fn new(lane: Lane) -> Self {
         Self {
             lane,
-            waiting: IndexMap::new(),
+            waiting: WaitingSet::default(),
             in_flight: None,
             blocked_until: None,
             counters: LaneCounters::default(),
             last_batch_size: 0,
             max_batch_size: 0,
             last_flush_at: None,
-            urgent_waiting: 0,
         }
     }
 
     /// Whether an urgent item waits (it may skip the pacing gap).
     pub fn has_urgent(&self) -> bool {
-        self.urgent_waiting > 0
-    }
-
-    fn insert_waiting(&mut self, key: String, waiting: Waiting) {
-        if waiting.urgent {
-            self.urgent_waiting += 1;
-        }
-        self.waiting.insert(key, waiting);
-    }
-
-    fn forget_waiting(&mut self, waiting: &Waiting) {
-        if waiting.urgent {
-            self.urgent_waiting -= 1;
-        }
+        self.waiting.has_urgent()
     }
 
     /// Adds an item with its `timing`; a waiting item of the same session is replaced (its
@@ -225,36 +188,35 @@ impl LaneQueue {
         max_pending: usize,
     ) -> Pushed {
         self.counters.received += 1;
-        if let Some(waiting) = self.waiting.get_mut(&item.coalescing_key()) {
+        let key = item.coalescing_key();
+        if let Some(waiting) = self.waiting.get(&key) {
             if waiting.seq > seq {
                 // Only a recovered item can be older than the waiting one.
                 self.counters.coalesced += 1;
                 return Pushed::Stale;
             }
-            waiting.item = item;
-            waiting.timing = waiting.timing.earliest(timing);
-            waiting.attempts = 0;
-            waiting.seq = seq;
-            if urgent && !waiting.urgent {
-                waiting.urgent = true;
-                self.urgent_waiting += 1;
-            }
+            self.waiting.update(&key, |waiting| {
+                waiting.item = item;
+                waiting.timing = waiting.timing.earliest(timing);
+                waiting.attempts = 0;
+                waiting.seq = seq;
+                waiting.urgent |= urgent;
+            });
             self.counters.coalesced += 1;
             return Pushed::Coalesced;
         }
         let mut pushed = Pushed::Added;
         if self.waiting.len() >= max_pending
-            && let Some((key, dropped)) = self.waiting.shift_remove_index(0)
+            && let Some((key, dropped)) = self.waiting.pop_oldest()
         {
-            self.forget_waiting(&dropped);
             self.counters.dropped += 1;
             pushed = Pushed::DroppedOldest {
                 key,
                 seq: dropped.seq,
             };
         }
-        self.insert_waiting(
-            item.coalescing_key(),
+        self.waiting.insert(
+            key,
             Waiting {
                 item,
                 timing,
@@ -281,8 +243,7 @@ impl LaneQueue {
     /// Withdraws a session's waiting item (it went stale: a QR once the session connected or
     /// closed). Counted as coalesced: a newer state replaced it. Returns whether one waited.
     pub fn retract(&mut self, session_id: &str) -> Option<u64> {
-        let withdrawn = self.waiting.shift_remove(session_id)?;
-        self.forget_waiting(&withdrawn);
+        let withdrawn = self.waiting.remove(session_id)?;
         self.counters.coalesced += 1;
         Some(withdrawn.seq)
     }
@@ -322,92 +283,59 @@ impl LaneQueue {
 
     /// When the first waiting item must leave.
     pub fn earliest_send_at(&self, lead: Duration) -> Option<Instant> {
-        self.waiting
-            .values()
-            .map(|waiting| waiting.timing.send_at(lead))
-            .min()
+        self.waiting.earliest_send_at(lead)
     }
 
     /// Takes the next batch: the items due soonest, urgent ones first, up to `cap.max_items`
     /// (`cap.backlog_items` while more than `max_items` are past their deadline). QRs that would
     /// reach Laravel after `arrival_ms` (ms since the epoch) have expired: they are dropped.
     pub fn take_batch(&mut self, cap: BatchCap, now: Instant, arrival_ms: u64) -> TakenBatch {
-        let mut expired = Vec::new();
-        if self.lane == Lane::Qr {
-            let counters = &mut self.counters;
-            let mut urgent_dropped = 0;
-            self.waiting.retain(|key, waiting| {
-                let alive = waiting
-                    .item
-                    .expires_at()
-                    .is_none_or(|expires_at| expires_at > arrival_ms);
-                if !alive {
-                    counters.expired += 1;
-                    urgent_dropped += usize::from(waiting.urgent);
-                    expired.push((key.clone(), waiting.seq));
-                }
-                alive
-            });
-            self.urgent_waiting -= urgent_dropped;
-        }
-        let overdue = self
-            .waiting
-            .values()
-            .filter(|waiting| waiting.timing.deadline <= now)
-            .count();
-        let max_items = if overdue > cap.max_items {
+        let max_items = if self.waiting.overdue_more_than(now, cap.max_items) {
             cap.backlog_items.max(cap.max_items)
         } else {
             cap.max_items
         };
-        TakenBatch {
-            items: self.take_soonest(max_items),
-            expired,
+        let mut expired = Vec::new();
+        let counters = &mut self.counters;
+        let alive = |waiting: &Waiting| {
+            waiting
+                .item
+                .expires_at()
+                .is_none_or(|expires_at| expires_at > arrival_ms)
+        };
+        // Urgent items first, then the soonest deadline, then the oldest; QRs that would arrive
+        // expired are dropped on the way.
+        let mut taken = self.waiting.take(max_items, alive, |key, waiting| {
+            counters.expired += 1;
+            expired.push((key, waiting.seq));
+        });
+        if taken.is_empty() {
+            return TakenBatch {
+                items: Vec::new(),
+                expired,
+            };
         }
-    }
-
-    fn take_soonest(&mut self, max_items: usize) -> Vec<OutboundItem> {
-        if self.waiting.is_empty() {
-            return Vec::new();
+        // The batch goes in arrival order (by sequence number, then arrival).
+        taken.sort_unstable_by_key(|(_, waiting, slot)| (waiting.seq, *slot));
+        let mut in_flight = HashMap::with_capacity(taken.len());
+        let mut items = Vec::with_capacity(taken.len());
+        for (key, waiting, _) in taken {
+            in_flight.insert(
+                key,
+                Sent {
+                    attempts: waiting.attempts,
+                    seq: waiting.seq,
+                },
+            );
+            items.push(waiting.item);
         }
-        // Pick urgent items first, then the soonest deadline, then the oldest (by sequence number,
-        // not position: removals reorder positions); the batch goes in arrival order.
-        let mut order: Vec<(bool, Instant, u64, usize)> = self
-            .waiting
-            .values()
-            .enumerate()
-            .map(|(index, waiting)| (!waiting.urgent, waiting.timing.deadline, waiting.seq, index))
-            .collect();
-        if order.len() > max_items {
-            order.select_nth_unstable(max_items - 1);
-            order.truncate(max_items);
-        }
-        // Remove from the back first, so the positions still to remove stay valid.
-        order.sort_unstable_by_key(|&(_, _, _, index)| std::cmp::Reverse(index));
-        let mut in_flight = HashMap::with_capacity(order.len());
-        let mut taken = Vec::with_capacity(order.len());
-        for (_, _, seq, index) in order {
-            if let Some((key, waiting)) = self.waiting.swap_remove_index(index) {
-                self.forget_waiting(&waiting);
-                in_flight.insert(
-                    key,
-                    Sent {
-                        attempts: waiting.attempts,
-                        seq,
-                    },
-                );
-                taken.push((seq, index, waiting.item));
-            }
-        }
-        taken.sort_unstable_by_key(|&(seq, index, _)| (seq, index));
-        let batch: Vec<OutboundItem> = taken.into_iter().map(|(_, _, item)| item).collect();
         self.in_flight = Some(in_flight);
         self.blocked_until = None;
         self.counters.batches += 1;
-        self.last_batch_size = batch.len();
-        self.max_batch_size = self.max_batch_size.max(batch.len());
+        self.last_batch_size = items.len();
+        self.max_batch_size = self.max_batch_size.max(items.len());
         self.last_flush_at = Some(unix_millis());
-        batch
+        TakenBatch { items, expired }
     }
 
     /// Takes the sink's answer for the batch in flight and answers what left for good. Deferred
@@ -450,7 +378,7 @@ impl LaneQueue {
                 Some(_) => now,
                 None => now + backoff_delay(retry_base, retry_max, attempts - 1),
             };
-            self.insert_waiting(
+            self.waiting.insert(
                 item.coalescing_key(),
                 Waiting {
                     item,

@@ -18,6 +18,7 @@ mod config;
 mod lane;
 mod outbox;
 mod stats;
+mod waiting;
 
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,10 @@
-//! The write journal: changes to Redis hashes (and expiring cache keys) wait here, coalesced per field (latest wins), and
-//! leave in one pipelined round trip; one write is out at a time, so Redis sees them in order.
+//! The write journal: changes to Redis hashes (and expiring cache keys) wait here, coalesced per
+//! field (latest wins), and leave in pipelined round trips of at most [`MAX_OPS_PER_WRITE`], the
+//! longest-waiting first; one write is out at a time, so Redis sees them in order.
 //! A failed write goes back into the journal (under newer changes) and is retried with backoff,
 //! so Redis being down costs memory bounded by the number of fields, never by outage length.
 
 use std::{
-    collections::HashMap,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -12,6 +12,7 @@ use std::{
 use actix::prelude::*;
 use deadpool_redis::redis;
 use futures_util::future::LocalBoxFuture;
+use indexmap::IndexMap;
 
 use super::{RedisPool, StoreError};
 use crate::{messages::unix_millis, sink::backoff_delay};
@@ -28,6 +29,11 @@ if stored then
 end
 return 0
 ";
+
+/// Changes per pipelined write. At 100k sessions the journal can hold 200k changes of ~2 KB (QR
+/// images); one pipeline of all of them outlasts `redis.timeout`, fails and is retried whole,
+/// forever. A thousand (about 2 MB) take Redis a few milliseconds.
+pub const MAX_OPS_PER_WRITE: usize = 1000;
 
 static LAST_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -76,10 +82,10 @@ pub enum JournalOp {
 /// `(hash key, field)`.
 type FieldKey = (String, String);
 
-/// Pending changes, one per field.
+/// Pending changes, one per field, in the order the fields were first queued.
 #[derive(Debug, Default)]
 pub struct HashJournal {
-    ops: HashMap<FieldKey, JournalOp>,
+    ops: IndexMap<FieldKey, JournalOp>,
 }
 
 impl HashJournal {
@@ -132,15 +138,16 @@ impl HashJournal {
         }
     }
 
-    /// Takes everything queued.
-    pub fn take(&mut self) -> Vec<(FieldKey, JournalOp)> {
-        self.ops.drain().collect()
+    /// Takes up to `max` changes, those queued longest first.
+    pub fn take(&mut self, max: usize) -> Vec<(FieldKey, JournalOp)> {
+        let count = max.min(self.ops.len());
+        self.ops.drain(..count).collect()
     }
 
     /// Puts back the changes of a failed write; changes queued since then apply on top.
     pub fn give_back(&mut self, failed: Vec<(FieldKey, JournalOp)>) {
         for (field_key, op) in failed {
-            let newer = self.ops.remove(&field_key);
+            let newer = self.ops.swap_remove(&field_key);
             self.ops.insert(field_key.clone(), op);
             if let Some(newer) = newer {
                 self.apply(field_key, newer);
@@ -226,7 +233,7 @@ impl PersistQueue {
         if self.in_flight > 0 || self.journal.is_empty() {
             return None;
         }
-        let ops = self.journal.take();
+        let ops = self.journal.take(MAX_OPS_PER_WRITE);
         self.in_flight = ops.len();
         let mut pipeline = redis::pipe();
         for ((key, field), op) in &ops {
@@ -327,7 +334,7 @@ mod tests {
     use super::*;
 
     fn only_op(journal: &mut HashJournal) -> JournalOp {
-        let mut ops = journal.take();
+        let mut ops = journal.take(usize::MAX);
         assert_eq!(ops.len(), 1);
         ops.remove(0).1
     }
@@ -355,14 +362,37 @@ mod tests {
     }
 
     #[test]
+    fn writes_take_a_bounded_share_longest_waiting_first() {
+        let mut journal = HashJournal::default();
+        for field in 0..2_500 {
+            journal.put("k", &field.to_string(), 1, "v".into());
+        }
+        // A field queued again keeps its place.
+        journal.put("k", "0", 2, "newer".into());
+        let first = journal.take(MAX_OPS_PER_WRITE);
+        assert_eq!(first.len(), MAX_OPS_PER_WRITE);
+        assert_eq!(first[0].0.1, "0");
+        assert_eq!(
+            first[0].1,
+            JournalOp::Put {
+                seq: 2,
+                value: "newer".into()
+            }
+        );
+        assert_eq!(first[MAX_OPS_PER_WRITE - 1].0.1, "999");
+        assert_eq!(journal.len(), 1_500);
+        assert_eq!(journal.take(MAX_OPS_PER_WRITE)[0].0.1, "1000");
+    }
+
+    #[test]
     fn a_failed_write_goes_back_under_newer_changes() {
         let mut journal = HashJournal::default();
         journal.put("k", "a", 1, "one".into());
         journal.put("k", "b", 1, "one".into());
-        let failed = journal.take();
+        let failed = journal.take(usize::MAX);
         journal.remove("k", "a", Some(1));
         journal.give_back(failed);
-        let mut ops = journal.take();
+        let mut ops = journal.take(usize::MAX);
         ops.sort_by(|left, right| left.0.cmp(&right.0));
         assert_eq!(
             ops[0].1,

@@ -144,7 +144,17 @@ impl WasupProcess {
     }
 
     fn spawn(env: &[(String, String)]) -> anyhow::Result<Child> {
-        let mut command = Command::new(wasup_binary()?);
+        // `BENCH_WASUP_UNDER="heaptrack -o target/bench/heap"` runs wasup under a profiler.
+        let wrapper = std::env::var("BENCH_WASUP_UNDER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(wasup_binary()?);
+                command
+            }
+            None => Command::new(wasup_binary()?),
+        };
         command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
@@ -164,7 +174,7 @@ impl WasupProcess {
     /// SIGTERM and wait (at most 120 s) for the exit.
     pub async fn terminate(&mut self) -> anyhow::Result<()> {
         Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()?;
         let started = Instant::now();
         while self.child.try_wait()?.is_none() {
@@ -182,8 +192,28 @@ impl WasupProcess {
         self.port
     }
 
+    /// wasup's own process id: the child's, or under a wrapper (`BENCH_WASUP_UNDER`) the id of
+    /// the `wasup` process the wrapper started.
+    fn pid(&self) -> u32 {
+        let mut queue = std::collections::VecDeque::from([self.child.id()]);
+        while let Some(pid) = queue.pop_front() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "wasup" {
+                return pid;
+            }
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            queue.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|child| child.parse::<u32>().ok()),
+            );
+        }
+        self.child.id()
+    }
+
     fn proc_status(&self, field: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         status
             .lines()
             .find_map(|line| line.strip_prefix(field))
@@ -203,7 +233,7 @@ impl WasupProcess {
 
     /// User + system CPU time so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) else {
             return 0.0;
         };
         // Fields after the command name, which is in parentheses and may contain spaces.

@@ -17,6 +17,8 @@ use crate::{
 pub struct Plan {
     /// The one-minute version.
     pub quick: bool,
+    /// Session counts for the scale scenario, when given (else its defaults).
+    pub scale_sizes: Vec<usize>,
 }
 
 impl Plan {
@@ -30,7 +32,9 @@ impl Plan {
         Duration::from_secs(if self.quick { 15 } else { 90 })
     }
     fn scale_sizes(&self) -> Vec<usize> {
-        if self.quick {
+        if !self.scale_sizes.is_empty() {
+            self.scale_sizes.clone()
+        } else if self.quick {
             vec![2_000]
         } else {
             vec![10_000, 30_000, 100_000]
