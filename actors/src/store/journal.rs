@@ -114,6 +114,15 @@ impl HashJournal {
             .insert(field_key, JournalOp::Remove { up_to_seq: merged });
     }
 
+    /// Queues a delete behind every change queued so far (a queued change of the field itself
+    /// is dropped): for a removal that must reach Redis after writes queued before it.
+    pub fn remove_behind(&mut self, key: &str, field: &str) {
+        let field_key = (key.to_string(), field.to_string());
+        self.ops.shift_remove(&field_key);
+        self.ops
+            .insert(field_key, JournalOp::Remove { up_to_seq: None });
+    }
+
     /// Queues `SET key value PX ttl` (a cache entry; the field part of its journal key is empty).
     pub fn set_expiring(&mut self, key: &str, value: String, ttl: Duration) {
         self.ops.insert(
@@ -144,14 +153,15 @@ impl HashJournal {
         self.ops.drain(..count).collect()
     }
 
-    /// Puts back the changes of a failed write; changes queued since then apply on top.
+    /// Puts back the changes of a failed write, first in line and in their order (so Redis still
+    /// sees every change in the order it was queued: an outbox write before the removal of the
+    /// dead letter it replays, say); changes queued since then apply on top.
     pub fn give_back(&mut self, failed: Vec<(FieldKey, JournalOp)>) {
-        for (field_key, op) in failed {
-            let newer = self.ops.swap_remove(&field_key);
-            self.ops.insert(field_key.clone(), op);
-            if let Some(newer) = newer {
-                self.apply(field_key, newer);
-            }
+        let newer = std::mem::take(&mut self.ops);
+        self.ops.reserve(failed.len() + newer.len());
+        self.ops.extend(failed);
+        for (field_key, op) in newer {
+            self.apply(field_key, op);
         }
     }
 
@@ -405,6 +415,30 @@ mod tests {
                 seq: 1,
                 value: "one".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_failed_write_goes_back_first_in_line_in_its_order() {
+        let mut journal = HashJournal::default();
+        journal.put("outbox", "a", 1, "one".into());
+        journal.put("outbox", "b", 1, "one".into());
+        let failed = journal.take(usize::MAX);
+        journal.remove("dead", "a", None);
+        journal.put("outbox", "b", 2, "two".into());
+        journal.give_back(failed);
+        let order: Vec<(String, String)> = journal
+            .take(usize::MAX)
+            .into_iter()
+            .map(|(field_key, _)| field_key)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("outbox".to_string(), "a".to_string()),
+                ("outbox".to_string(), "b".to_string()),
+                ("dead".to_string(), "a".to_string()),
+            ]
         );
     }
 
