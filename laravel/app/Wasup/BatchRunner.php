@@ -14,54 +14,61 @@ use Throwable;
 /**
  * Applies a batch in one database transaction, each item in its own savepoint: an item that
  * cannot be stored is rolled back alone and reported in `failed_ids` (wasup retries only those);
- * a failure of the batch as a whole is answered 503, which wasup retries with backoff. A split
+ * a failure of the batch as a whole is answered 503, which wasup retries with backoff. Items
+ * BatchPayload rejected are not stored at all: they are reported in `failed_ids` too, and in
+ * `rejected` with their reason (wasup dead-letters those rather than retrying them). A split
  * call's batch holds one lane (run()), a combined call's several (runLanes()); both go through
  * apply(), so an item is stored the same way whichever call carried it.
  */
 final class BatchRunner
 {
     /**
-     * A split call: `{"success","updated","failed","failed_ids":[ids...]}` plus a count of each
-     * of the lane's outcomes (`skipped`, `duplicates`).
-     *
-     * @param list<array<string, mixed>> $items
+     * A split call: `{"success","updated","failed","failed_ids":[ids...],"rejected":{id: reason}}`
+     * plus a count of each of the lane's outcomes (`skipped`, `duplicates`).
      */
-    public static function run(Lane $lane, array $items): JsonResponse
+    public static function run(Lane $lane, Batch $batch): JsonResponse
     {
-        $result = self::apply([$lane], [$lane->key => $items]);
+        $result = self::apply([$lane], $batch->items);
         if ($result === null) {
-            return self::unavailable(count($items));
+            return self::unavailable($batch->size());
         }
-        [$counts, $failedIds] = $result;
+        [$counts, $notStored] = $result;
+        $failedIds = $batch->failedIds($notStored)[$lane->key];
 
-        return self::answer($counts, $failedIds[$lane->key], count($failedIds[$lane->key]));
+        return self::answer($counts, $failedIds, $batch->rejectedObjects()[$lane->key], count($failedIds));
     }
 
     /**
-     * A combined call: the lanes of `$batch` (lists by lane key) applied in the order of `$lanes`,
-     * all in one transaction. The answer is that of a split call, counts summed over the lanes,
-     * with `failed_ids` per lane: `{"qrs":[session ids],"statuses":[...],"messages":[message ids]}`,
-     * one list (possibly empty) for each lane the request carried.
+     * A combined call: the lanes of `$batch` applied in the order of `$lanes`, all in one
+     * transaction. The answer is that of a split call, counts summed over the lanes, with
+     * `failed_ids` and `rejected` per lane (`"failed_ids":{"qrs":[session ids],...}`,
+     * `"rejected":{"qrs":{id: reason},...}`), one entry, possibly empty, for each lane the request
+     * carried.
      *
      * @param list<Lane> $lanes
-     * @param array<string, list<array<string, mixed>>> $batch
      */
-    public static function runLanes(array $lanes, array $batch): JsonResponse
+    public static function runLanes(array $lanes, Batch $batch): JsonResponse
     {
-        $result = self::apply($lanes, $batch);
+        $result = self::apply($lanes, $batch->items);
         if ($result === null) {
-            return self::unavailable(array_sum(array_map('count', $batch)));
+            return self::unavailable($batch->size());
         }
-        [$counts, $failedIds] = $result;
+        [$counts, $notStored] = $result;
+        $failedIds = $batch->failedIds($notStored);
 
-        return self::answer($counts, $failedIds, array_sum(array_map('count', $failedIds)));
+        return self::answer(
+            $counts,
+            $failedIds,
+            (object) $batch->rejectedObjects(),
+            array_sum(array_map('count', $failedIds))
+        );
     }
 
     /**
      * Stores every item of `$batch` with its lane's writer, lane by lane in the order of `$lanes`,
-     * in one transaction with a savepoint per item. Answers the count of each outcome and the
-     * failed ids per lane key (for each lane `$batch` holds), or null when the transaction as a
-     * whole failed (nothing stored).
+     * in one transaction with a savepoint per item. Answers the count of each outcome and the ids
+     * of the items not stored, per lane key (for each lane `$batch` holds), or null when the
+     * transaction as a whole failed (nothing stored).
      *
      * @param list<Lane> $lanes
      * @param array<string, list<array<string, mixed>>> $batch
@@ -95,10 +102,10 @@ final class BatchRunner
                             }
                             Log::warning('wasup: item not stored', [
                                 'lane' => $lane->name,
-                                'id' => $item[$lane->idField] ?? null,
-                                'error' => $error->getMessage(),
+                                'id' => $lane->id($item),
+                                'error' => self::describe($error),
                             ]);
-                            $failedIds[$lane->key][] = (string) $item[$lane->idField];
+                            $failedIds[$lane->key][] = (string) $lane->id($item);
                         }
                     }
                 }
@@ -106,29 +113,32 @@ final class BatchRunner
         } catch (Throwable $error) {
             Log::error('wasup: batch not stored', [
                 'lane' => implode(',', array_map(static fn (Lane $lane): string => $lane->name, $lanes)),
-                'error' => $error->getMessage(),
+                'error' => self::describe($error),
             ]);
 
             return null;
         }
 
-        return [$counts, array_map(static fn (array $ids): array => array_values(array_unique($ids)), $failedIds)];
+        return [$counts, $failedIds];
     }
 
     /**
-     * `{"success":true,"updated":N,"failed":M,"failed_ids":...}` plus the other outcome counts.
+     * `{"success":true,"updated":N,"failed":M,"failed_ids":...,"rejected":...}` plus the other
+     * outcome counts.
      *
      * @param array<string, int> $counts
      * @param array<int|string, mixed> $failedIds a list, or lists by lane key
+     * @param object $rejected reasons by id, or objects of them by lane key
      * @param int $failed how many items `$failedIds` names
      */
-    private static function answer(array $counts, array $failedIds, int $failed): JsonResponse
+    private static function answer(array $counts, array $failedIds, object $rejected, int $failed): JsonResponse
     {
         return Responses::json([
             'success' => true,
             'updated' => $counts['updated'],
             'failed' => $failed,
             'failed_ids' => $failedIds,
+            'rejected' => $rejected,
         ] + $counts);
     }
 
@@ -155,5 +165,14 @@ final class BatchRunner
         };
 
         return $detector->check($error);
+    }
+
+    /**
+     * An error as logs may show it: its class and code. Not its message: a QueryException's
+     * message holds the SQL with its bindings, i.e. message texts and QR images.
+     */
+    private static function describe(Throwable $error): string
+    {
+        return $error::class . ' (code ' . (string) $error->getCode() . ')';
     }
 }

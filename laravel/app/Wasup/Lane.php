@@ -6,20 +6,24 @@ namespace App\Wasup;
 
 /**
  * One kind of item wasup sends (a lane of its batcher): the body key its items come under, the
- * rules each item must pass, the field `failed_ids` reports, and the writer that stores it. The
- * split calls (`POST /qr/batch`, ...) carry one lane each; `POST /whatsapp/events/batch` carries
- * any of them, applied in the order of Lane::all(). Defined once here, so both paths validate and
- * store an item the same way.
+ * rules each item must pass (alone: a failing item is rejected by itself), the field
+ * `failed_ids` and `rejected` name it by, and the writer that stores it. The split calls
+ * (`POST /qr/batch`, ...) carry one lane each; `POST /whatsapp/events/batch` carries any of them,
+ * applied in the order of Lane::all(). Defined once here, so both paths validate and store an
+ * item the same way.
  */
 final class Lane
 {
     /** The `estado_qr` values wasup sends. */
     public const ESTADOS = ['pending', 'active', 'inactive', 'expired'];
 
+    /** The longest message text WhatsApp sends, in characters. */
+    public const MESSAGE_TEXT_MAX_CHARS = 65536;
+
     /**
      * @param string $key body key of the list (`qrs`, `statuses`, `messages`)
      * @param string $name what logs call the lane
-     * @param string $idField item field reported in `failed_ids`
+     * @param string $idField item field `failed_ids` and `rejected` name an item by
      * @param array<string, array<int, mixed>> $fields validation rules per item field
      * @param array{class-string, string} $writer the class (resolved from the container) and
      *        method storing one item; it answers one of `$outcomes`
@@ -60,17 +64,22 @@ final class Lane
         ], [AccountWriter::class, 'applyStatus'], AccountWriter::OUTCOMES);
     }
 
-    /** Incoming messages, each stored once by (session_id, message_id); reported by message id. */
+    /**
+     * Incoming messages, each stored once by (session_id, message_id); reported by message id.
+     * `text` may be as long as WhatsApp allows, 65,536 characters (Laravel's `max` counts
+     * characters, not bytes; the column is a MEDIUMTEXT). `to` must be sent but may be empty or
+     * null: some messages have no recipient wasup can name (stored as '').
+     */
     public static function messages(): self
     {
         return new self('messages', 'messages', 'message_id', [
             'session_id' => BatchPayload::SESSION_ID_RULES,
             'message_id' => ['required', 'string', 'max:191'],
             'from' => ['required', 'string', 'max:191'],
-            'to' => ['required', 'string', 'max:191'],
+            'to' => ['present', 'nullable', 'string', 'max:191'],
             'timestamp' => ['required', 'integer', 'min:0'],
             'type' => ['required', 'string', 'max:32'],
-            'text' => ['nullable', 'string', 'max:65535'],
+            'text' => ['nullable', 'string', 'max:' . self::MESSAGE_TEXT_MAX_CHARS],
         ], [MessageWriter::class, 'store'], MessageWriter::OUTCOMES);
     }
 
@@ -86,18 +95,20 @@ final class Lane
     }
 
     /**
-     * The rules for a list of this lane's items under its key: `{key}.*` and `{key}.*.{field}`.
+     * The id `failed_ids` and `rejected` name `$item` by (its `$idField`, as a string), or null
+     * when it has none that can name it: missing, empty, or not a string or number.
      *
-     * @return array<string, array<int, mixed>>
+     * @param array<string, mixed> $item
      */
-    public function listRules(): array
+    public function id(array $item): ?string
     {
-        $rules = ["{$this->key}.*" => ['required', 'array']];
-        foreach ($this->fields as $field => $fieldRules) {
-            $rules["{$this->key}.*.{$field}"] = $fieldRules;
+        $id = $item[$this->idField] ?? null;
+        if (!is_string($id) && !is_int($id) && !is_float($id)) {
+            return null;
         }
+        $id = (string) $id;
 
-        return $rules;
+        return $id === '' ? null : $id;
     }
 
     /**

@@ -32,7 +32,9 @@ final class MessageWriter
                     'session_id' => $sessionId,
                     'message_id' => $messageId,
                     'sender' => (string) $item['from'],
-                    'recipient' => (string) $item['to'],
+                    // `to` may be null (a message without a recipient wasup can name): the column is
+                    // not nullable, so such a message is stored with an empty recipient.
+                    'recipient' => (string) ($item['to'] ?? ''),
                     'type' => (string) $item['type'],
                     'text' => isset($item['text']) ? (string) $item['text'] : null,
                     'message_timestamp' => $millis,

@@ -20,7 +20,10 @@ return new class () extends Migration {
             $table->string('sender', 191);
             $table->string('recipient', 191);
             $table->string('type', 32);
-            $table->text('text')->nullable();
+            // MEDIUMTEXT on MySQL/MariaDB: their TEXT holds 65,535 bytes, and WhatsApp sends up to
+            // 65,536 characters (up to 4 bytes each). Databases that ran this with `text` get
+            // the wider column from 2024_06_01_000005.
+            $table->mediumText('text')->nullable();
             // The message's time as wasup sent it, ms since the epoch, and as a date.
             $table->unsignedBigInteger('message_timestamp');
             $table->dateTime('sent_at');

@@ -29,6 +29,6 @@ final class QrController
     {
         $lane = Lane::qrs();
 
-        return BatchRunner::run($lane, [BatchPayload::single($request, $lane)]);
+        return BatchRunner::run($lane, BatchPayload::single($request, $lane));
     }
 }

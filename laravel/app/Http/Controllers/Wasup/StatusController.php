@@ -38,7 +38,7 @@ final class StatusController
     {
         $lane = Lane::statuses();
 
-        return BatchRunner::run($lane, [BatchPayload::single($request, $lane)]);
+        return BatchRunner::run($lane, BatchPayload::single($request, $lane));
     }
 
     /**
