@@ -40,6 +40,8 @@ pub struct Telemetry {
     redis_up: IntGauge,
     redis_errors: IntCounter,
     outbox_unwritten: IntGauge,
+    dead_letters: IntGauge,
+    dead_letters_dropped: IntCounter,
     messages: IntCounterVec,
     messages_waiting: IntGauge,
     qr_renders: IntCounter,
@@ -162,6 +164,14 @@ impl Telemetry {
                 "wasup_outbox_unwritten",
                 "Outbox changes not yet written to Redis.",
             ),
+            dead_letters: gauge(
+                "wasup_dead_letters",
+                "Items Laravel refused for good, held for GET /dead-letters and replay.",
+            ),
+            dead_letters_dropped: counter(
+                "wasup_dead_letters_dropped_total",
+                "Dead letters dropped (oldest first) to stay within batch.dead_letters_max(_bytes).",
+            ),
             messages: counter_vec(
                 "wasup_messages_total",
                 "Outgoing text messages by outcome.",
@@ -205,6 +215,8 @@ impl Telemetry {
         registry.register(Box::new(telemetry.redis_up.clone()))?;
         registry.register(Box::new(telemetry.redis_errors.clone()))?;
         registry.register(Box::new(telemetry.outbox_unwritten.clone()))?;
+        registry.register(Box::new(telemetry.dead_letters.clone()))?;
+        registry.register(Box::new(telemetry.dead_letters_dropped.clone()))?;
         registry.register(Box::new(telemetry.messages.clone()))?;
         registry.register(Box::new(telemetry.messages_waiting.clone()))?;
         registry.register(Box::new(telemetry.qr_renders.clone()))?;
@@ -276,6 +288,10 @@ impl Telemetry {
             .map_or(0, |outbox| outbox.unwritten);
         self.outbox_unwritten
             .set(i64::try_from(unwritten).unwrap_or(i64::MAX));
+        let dead_letters = &snapshot.batch.dead_letters;
+        self.dead_letters
+            .set(i64::try_from(dead_letters.held).unwrap_or(i64::MAX));
+        catch_up(&self.dead_letters_dropped, dead_letters.dropped);
         let messages = &snapshot.messages;
         for (outcome, value) in [
             ("sent", messages.completed),

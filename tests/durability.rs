@@ -274,3 +274,172 @@ async fn is_session_active_asks_memory_then_redis_then_laravel_and_fails_safe() 
     laravel.wait_status(&session_id, "inactive").await;
     wasup.wait_removed(&session_id).await;
 }
+
+#[actix_rt::test]
+async fn dead_letters_are_kept_in_redis_across_a_restart_and_replayed_from_there() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let mut first_run = TestWasup::start(config.clone()).await;
+    let session_id = first_run.start_session(1).await;
+    laravel.wait_qr(&session_id).await;
+    first_run.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    laravel.set_behaviour(Behaviour::RefuseBatchesHolding(
+        ["veneno".to_string()].into(),
+    ));
+    let (status, _) = first_run
+        .post(
+            &format!("/sessions/{session_id}/simulate/message"),
+            &serde_json::json!({"from": "34600000001", "text": "veneno"}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    wait_until("the message is dead-lettered", PATIENCE, || async {
+        first_run.get("/dead-letters").await.1["total"] == 1
+    })
+    .await;
+    assert!(first_run.shutdown().await.flushed);
+    assert!(
+        redis
+            .query("HLEN wasup:dead_letters")
+            .is_some_and(|answer| answer.starts_with(":1\r")),
+        "kept in Redis"
+    );
+    assert!(
+        redis
+            .query("HLEN wasup:outbox:message")
+            .is_some_and(|answer| answer.starts_with(":0\r")),
+        "and no longer in the outbox"
+    );
+
+    laravel.set_behaviour(Behaviour::Store);
+    let second_run = TestWasup::start(config).await;
+    wait_until("the dead letter is loaded", PATIENCE, || async {
+        second_run.get("/dead-letters").await.1["total"] == 1
+    })
+    .await;
+    let (status, answer) = second_run
+        .post("/dead-letters/replay", &serde_json::json!({}))
+        .await;
+    assert_eq!((status, answer), (200, serde_json::json!({"replayed": 1})));
+    wait_until("Laravel stores it", PATIENCE, || async {
+        laravel
+            .messages_of(&session_id)
+            .iter()
+            .any(|message| message["text"] == "veneno")
+    })
+    .await;
+    wait_until("and it leaves Redis", PATIENCE, || async {
+        redis
+            .query("HLEN wasup:dead_letters")
+            .is_some_and(|answer| answer.starts_with(":0\r"))
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn a_newer_status_laravel_accepts_supersedes_a_dead_lettered_one_even_after_a_restart() {
+    let laravel = Laravel::start().await;
+    laravel.set_behaviour(Behaviour::Fail(404));
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let mut first_run = TestWasup::start(config.clone()).await;
+    let session_id = first_run.start_session(1).await;
+    wait_until("its QR and status are dead-lettered", PATIENCE, || async {
+        let listed = first_run.get("/dead-letters").await.1;
+        listed["total"] == 2
+            && listed["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .all(|item| item["reason"] == "HTTP 404: stand-in failure")
+            })
+    })
+    .await;
+    assert!(first_run.shutdown().await.flushed);
+
+    laravel.set_behaviour(Behaviour::Store);
+    let second_run = TestWasup::start(config).await;
+    laravel.wait_qr(&session_id).await;
+    wait_until(
+        "the restored session's newer items supersede them",
+        PATIENCE,
+        || async {
+            let listed = second_run.get("/dead-letters").await.1;
+            listed["total"] == 0 && listed["superseded"].as_u64() >= Some(1)
+        },
+    )
+    .await;
+}
+
+#[actix_rt::test]
+async fn restore_checks_records_like_api_input_and_skips_bad_ones() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let outside = config.engine.data_dir.join("x");
+    std::fs::create_dir_all(&outside).expect("a directory beside the stores");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    let record = |user_id: &str| {
+        format!(
+            r#"'1|{{"user_id":{user_id},"state":"pending","created_at":{now_ms},"ever_connected":false}}'"#
+        )
+    };
+    for (session_id, user_id) in [
+        ("../x", "1"),
+        ("huge", "18446744073709551615"),
+        ("good", "2"),
+    ] {
+        let answer = redis.query(&format!(
+            "HSET wasup:sessions {session_id} {}",
+            record(user_id)
+        ));
+        assert!(
+            answer.is_some_and(|answer| answer.starts_with(":1")),
+            "seeded {session_id}"
+        );
+    }
+    redis.query("HSET wasup:sessions junk 'not a record'");
+    let wasup = TestWasup::start(config).await;
+    laravel.wait_qr("good").await;
+    let listed = wasup.get("/sessions").await.1;
+    let ids: Vec<&str> = listed["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|session| session["session_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["good"], "{listed}");
+    assert!(
+        outside.exists(),
+        "nothing outside data_dir/sessions is touched"
+    );
+}
+
+#[actix_rt::test]
+async fn a_message_an_older_release_stored_under_its_old_key_is_delivered_and_then_deleted() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    // Keyed `session/message id`, as before messages were told apart by chat and sender.
+    let stored = r#"'5|{"session_id":"s1","message_id":"OLD1","from":"34600000001@s.whatsapp.net","to":"34600000002@s.whatsapp.net","type":"text","text":"hola","timestamp":1}'"#;
+    let answer = redis.query(&format!("HSET wasup:outbox:message s1/OLD1 {stored}"));
+    assert!(answer.is_some_and(|answer| answer.starts_with(":1")));
+    let _wasup = TestWasup::start(config).await;
+    wait_until("Laravel stores it", PATIENCE, || async {
+        laravel.messages_of("s1").len() == 1
+    })
+    .await;
+    wait_until("and the outbox forgets it", PATIENCE, || async {
+        redis
+            .query("HLEN wasup:outbox:message")
+            .is_some_and(|answer| answer.starts_with(":0\r"))
+    })
+    .await;
+}

@@ -142,3 +142,145 @@ async fn messages_accepted_while_laravel_is_down_survive_a_restart() {
         ["uno", "dos", "tres"]
     );
 }
+
+/// Sends `texts` in a burst (one batch) and waits until Laravel stores every text but `bad`.
+async fn burst_with_one_bad(wasup: &TestWasup, laravel: &Laravel, session_id: &str, bad: &str) {
+    let texts: Vec<String> = (0..9)
+        .map(|n| format!("bueno {n}"))
+        .chain([bad.to_string()])
+        .collect();
+    for text in &texts {
+        receive(wasup, session_id, text).await;
+    }
+    wait_for_messages(laravel, session_id, texts.len() - 1).await;
+    wait_until("the bad message is dead-lettered", PATIENCE, || async {
+        wasup.batch_metrics().await["message"]["dead_lettered"] == 1
+    })
+    .await;
+}
+
+/// `GET /dead-letters`'s only item, checked to carry no message text.
+async fn only_dead_letter(wasup: &TestWasup, bad: &str) -> Value {
+    let (status, listed) = wasup.get("/dead-letters").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert!(
+        !listed.to_string().contains(bad),
+        "dead letters are listed without their content: {listed}"
+    );
+    listed["items"][0].clone()
+}
+
+#[actix_rt::test]
+async fn a_batch_laravel_refuses_is_narrowed_down_to_the_bad_message_which_is_replayed_later() {
+    let laravel = Laravel::start().await;
+    laravel.set_behaviour(Behaviour::RefuseBatchesHolding(
+        ["veneno".to_string()].into(),
+    ));
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = paired_session(&wasup, &laravel, 1).await;
+    burst_with_one_bad(&wasup, &laravel, &session_id, "veneno").await;
+    assert!(
+        !texts(&laravel.messages_of(&session_id)).contains(&"veneno"),
+        "Laravel never stored it"
+    );
+    let letter = only_dead_letter(&wasup, "veneno").await;
+    assert_eq!(letter["lane"], "message");
+    assert_eq!(letter["session_id"], session_id.as_str());
+    assert_eq!(letter["status"], 422);
+    assert!(
+        letter["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("65535 characters")),
+        "Laravel's first validation error: {letter}"
+    );
+    assert_eq!(
+        wasup.get("/dead-letters?lane=qr").await.1["items"],
+        json!([]),
+        "filtered by lane"
+    );
+
+    laravel.set_behaviour(Behaviour::Store);
+    let (status, answer) = wasup
+        .post("/dead-letters/replay", &json!({"lane": "message"}))
+        .await;
+    assert_eq!((status, answer), (200, json!({"replayed": 1})));
+    wait_for_messages(&laravel, &session_id, 10).await;
+    assert_eq!(wasup.get("/dead-letters").await.1["total"], 0);
+    let metrics = wasup.batch_metrics().await;
+    common::service::assert_lane_accounting(&metrics);
+    assert_eq!(
+        wasup
+            .post("/dead-letters/replay", &json!({"lane": "nope"}))
+            .await
+            .0,
+        400
+    );
+}
+
+#[actix_rt::test]
+async fn an_item_the_drop_in_rejects_is_dead_lettered_at_once_with_its_reason() {
+    let laravel = Laravel::start().await;
+    laravel.set_behaviour(Behaviour::RejectIds(["demasiado largo".to_string()].into()));
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = paired_session(&wasup, &laravel, 1).await;
+    let before = laravel.requests_to("/whatsapp/messages/batch").len();
+    burst_with_one_bad(&wasup, &laravel, &session_id, "demasiado largo").await;
+    let letter = only_dead_letter(&wasup, "demasiado largo").await;
+    assert_eq!(letter["status"], 200, "refused inside an accepted batch");
+    assert_eq!(
+        letter["reason"],
+        "The text must not be greater than 65536 characters."
+    );
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    let requests = laravel.requests_to("/whatsapp/messages/batch").len() - before;
+    assert!(requests <= 3, "not retried, not split: {requests} requests");
+}
+
+#[actix_rt::test]
+async fn message_ids_are_told_apart_by_chat_and_sender_and_a_redelivery_is_one_message() {
+    let laravel = Laravel::start().await;
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = paired_session(&wasup, &laravel, 1).await;
+    // Laravel fails meanwhile, so all four wait in the lane together (where a shared key would
+    // fold them into one).
+    laravel.set_behaviour(Behaviour::Fail(503));
+    let group = "120363000000000001@g.us";
+    for (from, chat, text) in [
+        ("34600000001", None, "direct"),
+        ("34600000001", Some(group), "in the group"),
+        ("34600000002", Some(group), "another sender, same group"),
+        ("34600000002", Some(group), "redelivered"),
+    ] {
+        let mut body = json!({"from": from, "text": text, "message_id": "3EB0SAME"});
+        if let Some(chat) = chat {
+            body["chat"] = json!(chat);
+        }
+        let (status, answer) = wasup
+            .post(&format!("/sessions/{session_id}/simulate/message"), &body)
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    wait_until("the four are accepted", PATIENCE, || async {
+        wasup.batch_metrics().await["message"]["received"] == 4
+    })
+    .await;
+    laravel.set_behaviour(Behaviour::Store);
+    wait_for_messages(&laravel, &session_id, 3).await;
+    wait_until("every item settled", PATIENCE, || async {
+        wasup.batch_metrics().await["message"]["pending"] == 0
+    })
+    .await;
+    let stored = laravel.messages_of(&session_id);
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(
+        texts(&stored).contains(&"direct") && texts(&stored).contains(&"in the group"),
+        "one id in two chats is two messages: {stored:?}"
+    );
+    let metrics = wasup.batch_metrics().await;
+    assert_eq!(
+        metrics["message"]["coalesced"], 1,
+        "only the redelivery is folded into its first copy: {metrics}"
+    );
+    common::service::assert_lane_accounting(&metrics);
+}

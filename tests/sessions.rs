@@ -218,6 +218,52 @@ async fn delete_stops_the_session_reports_inactive_and_forgets_its_store() {
 }
 
 #[actix_rt::test]
+async fn only_a_logout_deletes_credentials_not_a_plain_delete_nor_a_404_from_laravel() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    // The cache tiers forget quickly, so the connection drop below asks Laravel.
+    config.cache.local_ttl = std::time::Duration::from_millis(50);
+    config.cache.status_ttl = std::time::Duration::from_millis(50);
+    config.cache.connection_ttl = std::time::Duration::from_millis(50);
+    let sessions_dir = config.engine.data_dir.join("sessions");
+    let wasup = TestWasup::start(config).await;
+    let paired = |session_id: String| {
+        let (wasup, laravel) = (&wasup, &laravel);
+        async move {
+            wasup.scan(&session_id).await;
+            laravel.wait_status(&session_id, "active").await;
+            session_id
+        }
+    };
+    let deleted = paired(wasup.start_session(1).await).await;
+    let unknown_to_laravel = paired(wasup.start_session(2).await).await;
+
+    assert_eq!(wasup.delete(&format!("/sessions/{deleted}")).await.0, 200);
+    laravel.wait_status(&deleted, "inactive").await;
+    wasup.wait_removed(&deleted).await;
+
+    // A wrong base URL or a restored Laravel database: the status look-up answers 404.
+    laravel.fail_lookups(Some(404));
+    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    wasup
+        .disconnect(&unknown_to_laravel, "connection_lost")
+        .await;
+    laravel.wait_status(&unknown_to_laravel, "inactive").await;
+    wasup.wait_removed(&unknown_to_laravel).await;
+    assert!(
+        laravel.lookups_of(&unknown_to_laravel) >= 1,
+        "Laravel was asked"
+    );
+
+    for session_id in [&deleted, &unknown_to_laravel] {
+        assert!(
+            sessions_dir.join(session_id).exists(),
+            "{session_id}: the credentials stay without a logout"
+        );
+    }
+}
+
+#[actix_rt::test]
 async fn a_crashed_connected_session_comes_back_connected_without_a_new_qr() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;
@@ -268,6 +314,15 @@ async fn bad_input_gets_a_json_error_with_the_right_status() {
         (Method::POST, "/start", "{not json", 400),
         (Method::POST, "/start", r#"{"user_id":"seven"}"#, 400),
         (Method::POST, "/start", r#"{"user_id":-1}"#, 400),
+        (
+            Method::POST,
+            "/start",
+            r#"{"user_id":9223372036854775808}"#,
+            400,
+        ),
+        (Method::GET, "/dead-letters?limit=0", "", 400),
+        (Method::GET, "/dead-letters?lane=everything", "", 400),
+        (Method::POST, "/dead-letters/replay", r#"{"lane":7}"#, 400),
         (
             Method::POST,
             "/start",

@@ -192,6 +192,10 @@ pub enum SimulatedAction {
         from: String,
         /// The text.
         text: String,
+        /// Its WhatsApp id (a fresh random one when `None`): the same id twice is a redelivery.
+        message_id: Option<String>,
+        /// The chat's JID (a group), or `None` for a direct message (our own JID).
+        chat: Option<String>,
     },
 }
 

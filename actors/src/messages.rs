@@ -11,6 +11,22 @@ use serde::{Deserialize, Serialize};
 /// Identifier of one WhatsApp session (one customer phone).
 pub type SessionId = String;
 
+/// Longest session id a client may choose.
+pub const MAX_SESSION_ID_LEN: usize = 64;
+
+/// Largest `user_id` accepted: Laravel (PHP) ids are signed 64-bit integers.
+pub const MAX_USER_ID: u64 = i64::MAX as u64;
+
+/// Whether a session id is safe as a Redis key part and a directory name: 1 to
+/// [`MAX_SESSION_ID_LEN`] ASCII letters, digits, `-` or `_` (so never `..` or `/`).
+pub fn is_valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SESSION_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// The delivery lanes, each with its own Laravel endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,7 +124,7 @@ pub enum Payload {
 /// A WhatsApp message a session received, as Laravel gets it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncomingMessage {
-    /// WhatsApp's message id (unique per sender).
+    /// WhatsApp's message id (unique only per chat and sender).
     pub message_id: String,
     /// The sender's JID (`<number>@s.whatsapp.net`, or a group participant).
     pub from: String,
@@ -164,10 +180,14 @@ impl OutboundItem {
     }
 
     /// The key items are coalesced under within their lane: one QR and one status per session
-    /// (the latest wins), every message on its own.
+    /// (the latest wins), every message on its own: `session/chat/sender/id`, since WhatsApp's
+    /// message ids are unique only per chat and sender (a repeat of all four is a redelivery).
     pub fn coalescing_key(&self) -> String {
         match &self.payload {
-            Payload::Message(message) => format!("{}/{}", self.session_id, message.message_id),
+            Payload::Message(message) => format!(
+                "{}/{}/{}/{}",
+                self.session_id, message.to, message.from, message.message_id
+            ),
             Payload::Qr { .. } | Payload::Status { .. } => self.session_id.clone(),
         }
     }
@@ -210,6 +230,14 @@ pub fn unix_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_ids_cannot_escape_the_store_directory() {
+        assert!(is_valid_session_id("abc-123_X"));
+        for bad in ["", "../etc", "a/b", "a b", "..", &"x".repeat(65)] {
+            assert!(!is_valid_session_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn items_serialise_to_the_laravel_shape() {
@@ -277,5 +305,24 @@ mod tests {
         assert_eq!(first.lane(), Lane::Message);
         assert_eq!(first.ack_id(), "M1");
         assert_ne!(first.coalescing_key(), message("M2").coalescing_key());
+        let in_a_group = |sender: &str| {
+            let mut item = message("M1");
+            if let Payload::Message(message) = &mut item.payload {
+                message.to = "12036300000@g.us".into();
+                message.from = sender.into();
+            }
+            item
+        };
+        assert_ne!(
+            first.coalescing_key(),
+            in_a_group("34600000001@s.whatsapp.net").coalescing_key(),
+            "the same id in another chat is another message"
+        );
+        assert_ne!(
+            in_a_group("34600000001@s.whatsapp.net").coalescing_key(),
+            in_a_group("34600000009@s.whatsapp.net").coalescing_key(),
+            "the same id from another sender is another message"
+        );
+        assert_eq!(first.coalescing_key(), message("M1").coalescing_key());
     }
 }

@@ -1,5 +1,6 @@
 //! The REST control API (actix-web): routes, shared state, JSON error handling.
 
+mod dead_letters;
 mod error;
 mod guard;
 mod health;
@@ -81,6 +82,8 @@ pub fn configure(
             .service(resource("/metrics/batch").route(web::get().to(health::batch_metrics)))
             .service(resource("/metrics/cache").route(web::get().to(health::cache_metrics)))
             .service(resource("/metrics").route(web::get().to(health::prometheus_metrics)))
+            .service(resource("/dead-letters").route(web::get().to(dead_letters::list)))
+            .service(resource("/dead-letters/replay").route(web::post().to(dead_letters::replay)))
             .service(resource("/start").route(web::post().to(sessions::start)))
             .service(resource("/sessions").route(web::get().to(sessions::list)))
             .service(

@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, SecurityScheme},
 };
 
-use super::{health, messages, qr, schema, sessions, simulate};
+use super::{dead_letters, health, messages, qr, schema, sessions, simulate};
 
 /// Adds the `X-Api-Key` security scheme, required by every call that does not opt out.
 struct ApiKeyScheme;
@@ -75,6 +75,7 @@ impl Modify for GuardAnswers {
         sessions::start, sessions::list, sessions::inspect, sessions::remove,
         sessions::cleanup_pending, sessions::cleanup_inactive,
         qr::current_qr, qr::pair_code, messages::send, messages::status,
+        dead_letters::list, dead_letters::replay,
         simulate::scan, simulate::disconnect, simulate::crash, simulate::fail_messages,
         simulate::message,
     ),

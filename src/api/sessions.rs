@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
+use wasup_actors::messages::{MAX_SESSION_ID_LEN, MAX_USER_ID, is_valid_session_id};
 use wasup_actors::registry::{
     CleanupNotConnected, CleanupPending, InspectSession, ListSessions, RemoveSession, StartSession,
 };
@@ -14,26 +15,15 @@ use super::{
 };
 use wasup_actors::registry::{SessionList, SessionReport, SessionStarted};
 
-/// Longest session id a client may choose.
-const MAX_SESSION_ID_LEN: usize = 64;
-
 /// `POST /start` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
-    /// The Laravel user owning the session.
+    /// The Laravel user owning the session (0 to 2^63-1).
+    #[schema(maximum = 9223372036854775807_u64)]
     user_id: Option<u64>,
     /// A chosen id (letters, digits, `-`, `_`); a new one when absent.
     session_id: Option<String>,
-}
-
-/// Whether a client-chosen id is safe as a key and a directory name.
-fn valid_session_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_SESSION_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[utoipa::path(post, path = "/start", tag = "sessions", request_body = StartRequest, responses((status = 201, description = "Created; its QR follows", body = SessionStarted), (status = 409, description = "The chosen id exists", body = ErrorBody), (status = 503, description = "At capacity or shutting down", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
@@ -47,10 +37,15 @@ pub async fn start(
         session_id,
     } = body.into_inner();
     if let Some(id) = &session_id
-        && !valid_session_id(id)
+        && !is_valid_session_id(id)
     {
         return Err(ApiError::BadRequest(format!(
             "session_id must be 1 to {MAX_SESSION_ID_LEN} letters, digits, '-' or '_'"
+        )));
+    }
+    if user_id.is_some_and(|user_id| user_id > MAX_USER_ID) {
+        return Err(ApiError::BadRequest(format!(
+            "user_id must be 0 to {MAX_USER_ID} (Laravel's ids are signed 64-bit integers)"
         )));
     }
     let started = state
@@ -128,17 +123,4 @@ pub async fn cleanup_pending(state: web::Data<AppState>) -> Result<HttpResponse,
 pub async fn cleanup_inactive(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let removed = state.registry.send(CleanupNotConnected).await?;
     Ok(HttpResponse::Ok().json(CleanupAnswer { removed }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_session_id;
-
-    #[test]
-    fn session_ids_cannot_escape_the_store_directory() {
-        assert!(valid_session_id("abc-123_X"));
-        for bad in ["", "../etc", "a/b", "a b", &"x".repeat(65)] {
-            assert!(!valid_session_id(bad), "{bad}");
-        }
-    }
 }

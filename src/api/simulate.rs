@@ -87,6 +87,13 @@ pub struct IncomingMessageRequest {
     /// The text.
     #[schema(max_length = 4096)]
     text: String,
+    /// Its WhatsApp id (a fresh random one when absent): sending the same id again from the same
+    /// sender in the same chat is a redelivery.
+    #[schema(min_length = 1, max_length = 128)]
+    message_id: Option<String>,
+    /// A group chat's JID (a direct message when absent).
+    #[schema(min_length = 1, max_length = 64)]
+    chat: Option<String>,
 }
 
 #[utoipa::path(post, path = "/sessions/{id}/simulate/message", tag = "simulate", params(("id" = String, Path, description = "Session id")), request_body = IncomingMessageRequest, responses((status = 202, description = "A text message arrives; it is forwarded to Laravel's messages batch", body = AcceptedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Refused (not connected, closing or restarting)", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
@@ -96,13 +103,34 @@ pub async fn message(
     id: web::Path<String>,
     body: web::Json<IncomingMessageRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let IncomingMessageRequest { from, text } = body.into_inner();
-    if from.is_empty() || from.len() > 64 || text.len() > 4096 {
+    let IncomingMessageRequest {
+        from,
+        text,
+        message_id,
+        chat,
+    } = body.into_inner();
+    let within = |value: &Option<String>, max: usize| {
+        value
+            .as_ref()
+            .is_none_or(|value| !value.is_empty() && value.len() <= max)
+    };
+    if from.is_empty()
+        || from.len() > 64
+        || text.len() > 4096
+        || !within(&message_id, 128)
+        || !within(&chat, 64)
+    {
         return Err(ApiError::BadRequest(
-            "from must be 1 to 64 characters and text at most 4096".into(),
+            "from must be 1 to 64 characters, text at most 4096, message_id 1 to 128, chat 1 to 64"
+                .into(),
         ));
     }
-    let action = SimulatedAction::ReceiveMessage { from, text };
+    let action = SimulatedAction::ReceiveMessage {
+        from,
+        text,
+        message_id,
+        chat,
+    };
     apply(&state, id.into_inner(), SimulateCommand::Engine(action)).await
 }
 

@@ -194,8 +194,15 @@ impl Drop for SimulatedEngine {
 }
 
 impl SimulatedEngine {
-    /// A text message from `from` arrives on the open connection.
-    fn receive_message(&self, from: String, text: String) -> Result<(), EngineError> {
+    /// A text message from `from` arrives on the open connection, in `chat` (a group) or
+    /// directly; with `message_id`, under that id (a redelivery when repeated).
+    fn receive_message(
+        &self,
+        from: String,
+        text: String,
+        message_id: Option<String>,
+        chat: Option<String>,
+    ) -> Result<(), EngineError> {
         if self.connection.is_none() || !self.credentials.is_paired() {
             return Err(EngineError::Failed("not connected".into()));
         }
@@ -209,9 +216,10 @@ impl SimulatedEngine {
         let event = EngineEvent::Messages {
             messages: vec![ReceivedMessage {
                 message: IncomingMessage {
-                    message_id: format!("3EB0{:016X}", fastrand::u64(..)),
+                    message_id: message_id
+                        .unwrap_or_else(|| format!("3EB0{:016X}", fastrand::u64(..))),
                     from: jid(&from),
-                    to: jid(&self.credentials.phone().unwrap_or_default()),
+                    to: chat.unwrap_or_else(|| jid(&self.credentials.phone().unwrap_or_default())),
                     kind: "text".into(),
                     text: Some(text),
                 },
@@ -308,8 +316,13 @@ impl Engine for SimulatedEngine {
                 self.failing_messages = count;
                 return Ok(());
             }
-            SimulatedAction::ReceiveMessage { from, text } => {
-                return self.receive_message(from, text);
+            SimulatedAction::ReceiveMessage {
+                from,
+                text,
+                message_id,
+                chat,
+            } => {
+                return self.receive_message(from, text, message_id, chat);
             }
             SimulatedAction::Scan => ConnectionCommand::Scan,
             SimulatedAction::Disconnect(reason) => ConnectionCommand::Disconnect(reason),

@@ -20,8 +20,16 @@ pub enum Behaviour {
     Fail(u16),
     /// Wait this long before answering (as `Store`).
     Stall(Duration),
-    /// Store all but these sessions (message ids for messages), which come back in `failed_ids`.
+    /// Store all but these (sessions, message ids or message texts), which come back in
+    /// `failed_ids`.
     FailIds(HashSet<String>),
+    /// As the drop-in does with items that fail validation: store all but these (sessions,
+    /// message ids or message texts), which come back in `failed_ids` and in `rejected` with a
+    /// reason.
+    RejectIds(HashSet<String>),
+    /// As a plain Laravel validator does: answer 422 to any batch holding one of these
+    /// (sessions, message ids or message texts).
+    RefuseBatchesHolding(HashSet<String>),
     /// Store nothing and say `failed: N` without ids.
     FailWithoutIds,
     /// Answer 413 to batches of more than this many items (store the others).
@@ -114,7 +122,7 @@ struct State {
     qrs: Mutex<HashMap<String, Value>>,
     /// session → latest stored status item.
     statuses: Mutex<HashMap<String, Value>>,
-    /// Stored message items in arrival order, each (session, message id) once.
+    /// Stored message items in arrival order, each (session, chat, sender, message id) once.
     messages: Mutex<Vec<Value>>,
     /// Sessions whose `GET /whatsapp/status/{id}` answers this instead of the stored status.
     account_overrides: Mutex<HashMap<String, String>>,
@@ -269,6 +277,20 @@ impl Laravel {
     }
 }
 
+/// Whether `item` is one of `names`: a message by its id or text, another item by its session.
+fn named_in(item: &Value, names: &HashSet<String>) -> bool {
+    let fields: &[&str] = if item.get("message_id").is_some() {
+        &["message_id", "text"]
+    } else {
+        &["session_id"]
+    };
+    fields.iter().any(|field| {
+        item.get(*field)
+            .and_then(Value::as_str)
+            .is_some_and(|value| names.contains(value))
+    })
+}
+
 async fn batch(
     state: web::Data<State>,
     request: HttpRequest,
@@ -311,9 +333,12 @@ async fn batch(
         if lane_key == "messages" {
             let mut stored = lock(&state.messages);
             for item in items {
+                // One row per (session, chat, sender, id): WhatsApp ids are unique only per
+                // chat and sender.
                 let known = stored.iter().any(|seen| {
-                    seen["session_id"] == item["session_id"]
-                        && seen["message_id"] == item["message_id"]
+                    ["session_id", "to", "from", "message_id"]
+                        .iter()
+                        .all(|field| seen[*field] == item[*field])
                 });
                 if !known {
                     stored.push(item.clone());
@@ -338,6 +363,12 @@ async fn batch(
             store(key, items);
         }
     };
+    let ack_id = |item: &Value| {
+        item.get("message_id")
+            .or_else(|| item.get("session_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let stored_answer =
         || HttpResponse::Ok().json(json!({"success": true, "updated": item_count, "failed": 0}));
     let response = match &behaviour {
@@ -350,33 +381,60 @@ async fn batch(
             HttpResponse::build(actix_web::http::StatusCode::from_u16(*status).expect("status"))
                 .json(json!({"message": "stand-in failure"}))
         }
-        Behaviour::FailIds(failing) => {
-            let ack_id = |item: &Value| {
-                item.get("message_id")
-                    .or_else(|| item.get("session_id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
+        Behaviour::FailIds(failing) | Behaviour::RejectIds(failing) => {
+            let rejecting = matches!(behaviour, Behaviour::RejectIds(_));
             let mut failed_by_lane = serde_json::Map::new();
+            let mut rejected_by_lane = serde_json::Map::new();
             let mut failed_flat = Vec::new();
+            let mut rejected_flat = serde_json::Map::new();
             let mut updated = 0;
             for (key, items) in &lanes {
                 let (failed, stored): (Vec<Value>, Vec<Value>) = items
                     .iter()
                     .cloned()
-                    .partition(|item| ack_id(item).is_some_and(|id| failing.contains(&id)));
+                    .partition(|item| named_in(item, failing));
                 store(key, &stored);
                 updated += stored.len();
                 let ids: Vec<String> = failed.iter().filter_map(ack_id).collect();
+                let reasons: serde_json::Map<String, Value> = ids
+                    .iter()
+                    .filter(|_| rejecting)
+                    .map(|id| {
+                        (
+                            id.clone(),
+                            json!("The text must not be greater than 65536 characters."),
+                        )
+                    })
+                    .collect();
+                rejected_flat.extend(reasons.clone());
+                rejected_by_lane.insert((*key).to_string(), Value::Object(reasons));
                 failed_flat.extend(ids.iter().cloned());
                 failed_by_lane.insert((*key).to_string(), json!(ids));
             }
-            let failed_ids = if recorded.is_combined() {
-                Value::Object(failed_by_lane)
+            let (failed_ids, rejected) = if recorded.is_combined() {
+                (
+                    Value::Object(failed_by_lane),
+                    Value::Object(rejected_by_lane),
+                )
             } else {
-                json!(failed_flat)
+                (json!(failed_flat), Value::Object(rejected_flat))
             };
-            HttpResponse::Ok().json(json!({"success": true, "updated": updated, "failed": failed_flat.len(), "failed_ids": failed_ids}))
+            HttpResponse::Ok().json(json!({"success": true, "updated": updated, "failed": failed_flat.len(), "failed_ids": failed_ids, "rejected": rejected}))
+        }
+        Behaviour::RefuseBatchesHolding(refused)
+            if lanes
+                .iter()
+                .any(|(_, items)| items.iter().any(|item| named_in(item, refused))) =>
+        {
+            recorded.answered = 422;
+            HttpResponse::UnprocessableEntity().json(json!({
+                "message": "The given data was invalid.",
+                "errors": {"messages.0.text": ["The messages.0.text must not be greater than 65535 characters."]}
+            }))
+        }
+        Behaviour::RefuseBatchesHolding(_) => {
+            store_all();
+            stored_answer()
         }
         Behaviour::TooLargeAbove(limit) if item_count > *limit => {
             recorded.answered = 413;

@@ -35,6 +35,12 @@ pub struct BatchConfig {
     pub max_pending: usize,
     /// Capacity of the batch actor's mailbox; sessions hold their latest item while it is full.
     pub mailbox_capacity: usize,
+    /// Most dead letters kept (items Laravel refused for good); past it the oldest is dropped
+    /// (counted).
+    pub dead_letters_max: usize,
+    /// Most bytes of dead letters kept (their JSON: a QR image is ~2 KB, a message up to its
+    /// text); past it the oldest is dropped (counted).
+    pub dead_letters_max_bytes: usize,
 }
 
 impl Default for BatchConfig {
@@ -49,6 +55,8 @@ impl Default for BatchConfig {
             retry_backoff_max: Duration::from_secs(300),
             max_pending: 200_000,
             mailbox_capacity: 4096,
+            dead_letters_max: 10_000,
+            dead_letters_max_bytes: 64 << 20,
         }
     }
 }
@@ -64,6 +72,11 @@ impl BatchConfig {
         }
         if self.max_pending < self.max_items {
             return Err("batch.max_pending must be at least batch.max_items".into());
+        }
+        if self.dead_letters_max == 0 || self.dead_letters_max_bytes == 0 {
+            return Err(
+                "batch.dead_letters_max and batch.dead_letters_max_bytes must be at least 1".into(),
+            );
         }
         if self.mailbox_capacity == 0 {
             return Err("batch.mailbox_capacity must be at least 1".into());

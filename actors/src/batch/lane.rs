@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::waiting::{Waiting, WaitingSet};
 use crate::{
     messages::{Lane, OutboundItem, unix_millis},
-    sink::{DeliveryOutcome, backoff_delay},
+    sink::{DeliveryOutcome, Refused, backoff_delay},
 };
 
 /// When an item must leave and arrive.
@@ -133,6 +133,15 @@ pub enum Pushed {
 /// An item that left the queue for good (delivered, dead-lettered, withdrawn): its coalescing key
 /// and sequence number, so the durable outbox can forget it.
 pub type Settled = (String, u64);
+
+/// What left a lane for good when a batch came back.
+#[derive(Debug, Default)]
+pub struct SettledBatch {
+    /// Items Laravel acknowledged.
+    pub delivered: Vec<Settled>,
+    /// Items Laravel refused for good, with their sequence numbers: dead letters.
+    pub refused: Vec<(Refused, u64)>,
+}
 
 /// The queue of one lane.
 #[derive(Debug)]
@@ -347,7 +356,7 @@ impl LaneQueue {
         now: Instant,
         retry_base: Duration,
         retry_max: Duration,
-    ) -> Vec<Settled> {
+    ) -> SettledBatch {
         let in_flight = self.in_flight.take().unwrap_or_default();
         let sent_of = |item: &OutboundItem| {
             in_flight
@@ -360,12 +369,21 @@ impl LaneQueue {
         };
         self.counters.sent += outcome.delivered.len() as u64;
         self.counters.dead_lettered += outcome.dead_lettered.len() as u64;
-        let settled = outcome
-            .delivered
-            .iter()
-            .chain(&outcome.dead_lettered)
-            .map(|item| (item.coalescing_key(), sent_of(item).seq))
-            .collect();
+        let settled = SettledBatch {
+            delivered: outcome
+                .delivered
+                .iter()
+                .map(|item| (item.coalescing_key(), sent_of(item).seq))
+                .collect(),
+            refused: outcome
+                .dead_lettered
+                .into_iter()
+                .map(|refused| {
+                    let seq = sent_of(&refused.item).seq;
+                    (refused, seq)
+                })
+                .collect(),
+        };
         for item in outcome.deferred {
             self.counters.retried += 1;
             if self.waiting.contains_key(&item.coalescing_key()) {
@@ -393,6 +411,15 @@ impl LaneQueue {
             self.blocked_until = Some(now + retry_after);
         }
         settled
+    }
+
+    /// Whether an item of coalescing key `key` waits or is in flight.
+    pub fn holds(&self, key: &str) -> bool {
+        self.waiting.contains_key(key)
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|in_flight| in_flight.contains_key(key))
     }
 
     /// Items waiting or in flight.
@@ -647,7 +674,11 @@ mod tests {
         let mut batch = batch.into_iter();
         outcome.deferred.push(batch.next().expect("a"));
         outcome.deferred.push(batch.next().expect("b"));
-        outcome.dead_lettered.push(batch.next().expect("c"));
+        outcome.dead_lettered.push(Refused {
+            item: batch.next().expect("c"),
+            status: 422,
+            reason: "HTTP 422".into(),
+        });
         lane.settle(outcome, now, Duration::from_secs(1), Duration::from_secs(8));
         assert_eq!(lane.pending(), 2);
         assert_eq!(lane.counters.coalesced, 1);

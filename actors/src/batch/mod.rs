@@ -15,8 +15,10 @@
 
 mod budget;
 mod config;
+mod dead_letters;
 mod lane;
 mod outbox;
+mod replay;
 mod stats;
 mod waiting;
 
@@ -28,9 +30,13 @@ use tokio::sync::oneshot;
 
 pub use budget::{BudgetLimits, BudgetStats, RequestBudget, RequestSample};
 pub use config::BatchConfig;
-pub use lane::{BatchCap, LaneCounters, LaneQueue, LaneStats, Pushed, Settled, TakenBatch, Timing};
-pub use outbox::{DurableOutbox, StoredItem};
-pub use stats::{BatchStats, GetBatchStats, OutboxStats};
+pub use dead_letters::{DeadLetter, DeadLetterLimits, DeadLetterView, DeadLetters};
+pub use lane::{
+    BatchCap, LaneCounters, LaneQueue, LaneStats, Pushed, Settled, SettledBatch, TakenBatch, Timing,
+};
+pub use outbox::{DurableOutbox, Recovered, StoredItem};
+pub use replay::{DeadLetterList, ListDeadLetters, ReplayDeadLetters};
+pub use stats::{BatchStats, DeadLetterStats, GetBatchStats, OutboxStats};
 
 use crate::{
     messages::{
@@ -38,7 +44,7 @@ use crate::{
         unix_millis,
     },
     sink::{Contract, Deliver, DeliveryOutcome, LaravelSink},
-    store::{drive_writes, next_seq},
+    store::{HashJournal, drive_writes, next_seq},
 };
 
 /// What a waiter waits for.
@@ -60,6 +66,8 @@ pub struct BatchActor {
     sink: Addr<LaravelSink>,
     /// The Redis copy of every undelivered item; `None` when Redis is disabled.
     outbox: Option<DurableOutbox>,
+    /// Items Laravel refused for good, kept to be seen and replayed (mirrored in Redis).
+    dead_letters: DeadLetters,
     /// The pending wake-up and when it fires; replaced when something is due sooner.
     wake: Option<(Instant, SpawnHandle)>,
     /// How many requests may be out and how fast they may start; adapts to Laravel's answers.
@@ -84,8 +92,16 @@ impl BatchActor {
         outbox: Option<DurableOutbox>,
         log: Logger,
     ) -> Self {
+        let dead_letter_limits = DeadLetterLimits {
+            max_items: config.dead_letters_max,
+            max_bytes: config.dead_letters_max_bytes,
+        };
         Self {
             backlog_items: config.max_items_backlog,
+            dead_letters: DeadLetters::new(
+                dead_letter_limits,
+                outbox.as_ref().map(DurableOutbox::dead_letters_key),
+            ),
             config,
             lanes: Lane::ALL.map(LaneQueue::new),
             sink,
@@ -129,6 +145,15 @@ impl BatchActor {
         if let Pushed::DroppedOldest { key, seq } = pushed {
             warn!(self.log, "Batch lane over max_pending: oldest item dropped."; "lane" => lane.name());
             self.forget(lane, &key, seq);
+        }
+    }
+
+    /// How long an item of `lane` may take to reach Laravel (urgent statuses aside).
+    fn deadline_of(&self, lane: Lane) -> Duration {
+        match lane {
+            Lane::Qr => self.config.qr_deadline,
+            Lane::Status => self.config.status_interval,
+            Lane::Message => self.config.message_deadline,
         }
     }
 
@@ -252,7 +277,17 @@ impl BatchActor {
                 retry_base,
                 self.config.retry_backoff_max,
             );
-            for (key, seq) in settled {
+            let at = unix_millis();
+            for (refused, seq) in settled.refused {
+                let key = refused.item.coalescing_key();
+                // Kept as a dead letter before the outbox forgets it: the journal writes in order.
+                self.dead_letters
+                    .add(refused, seq, at, journal_of(&mut self.outbox));
+                self.forget(lane, &key, seq);
+            }
+            for (key, seq) in settled.delivered {
+                self.dead_letters
+                    .supersede(lane, &key, seq, journal_of(&mut self.outbox));
                 self.forget(lane, &key, seq);
             }
         }
@@ -289,10 +324,27 @@ impl BatchActor {
             .load()
             .into_actor(self)
             .map(|loaded, actor, ctx| match loaded {
-                Ok(items) => {
+                Ok(Recovered {
+                    items,
+                    dead_letters,
+                }) => {
+                    actor
+                        .dead_letters
+                        .load(dead_letters, journal_of(&mut actor.outbox));
                     let count = items.len();
                     let now = Instant::now();
-                    for StoredItem { lane, seq, item } in items {
+                    for StoredItem {
+                        field,
+                        lane,
+                        seq,
+                        item,
+                    } in items
+                    {
+                        if field != item.coalescing_key()
+                            && let Some(outbox) = actor.outbox.as_mut()
+                        {
+                            outbox.rekey(&field, &item, seq);
+                        }
                         let pushed = actor.lanes[lane.index()].push_recovered(item, seq, now, actor.config.max_pending);
                         actor.after_push(lane, pushed);
                     }
@@ -305,7 +357,14 @@ impl BatchActor {
                     actor.pump(ctx);
                 }
                 Err(error) => {
-                    warn!(actor.log, "Outbox not readable yet; retrying."; "error" => %error);
+                    let held_back = actor
+                        .outbox
+                        .as_mut()
+                        .and_then(|outbox| outbox.unreadable_log.pass(Instant::now()));
+                    if let Some(held_back) = held_back {
+                        warn!(actor.log, "Outbox not readable yet (Redis down?); retrying every second, saying so once a minute.";
+                            "error" => %error, "attempts_since_last_said" => held_back);
+                    }
                     ctx.run_later(RECOVERY_RETRY, Self::recover);
                 }
             })
@@ -374,6 +433,11 @@ impl BatchActor {
     }
 }
 
+/// The outbox's journal, when Redis is enabled (dead letters are written through it too).
+fn journal_of(outbox: &mut Option<DurableOutbox>) -> Option<&mut HashJournal> {
+    outbox.as_mut().map(|outbox| outbox.queue.journal())
+}
+
 /// How soon recovery is tried again while Redis does not answer.
 const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
@@ -390,7 +454,7 @@ impl Handler<MessageReceived> for BatchActor {
     type Result = ();
 
     fn handle(&mut self, event: MessageReceived, ctx: &mut Context<Self>) {
-        let timing = Timing::deadline(Instant::now() + self.config.message_deadline);
+        let timing = Timing::deadline(Instant::now() + self.deadline_of(Lane::Message));
         self.accept(event.item, timing, false, ctx);
     }
 }
@@ -399,7 +463,7 @@ impl Handler<QrCode> for BatchActor {
     type Result = ();
 
     fn handle(&mut self, event: QrCode, ctx: &mut Context<Self>) {
-        let timing = Timing::deadline(Instant::now() + self.config.qr_deadline);
+        let timing = Timing::deadline(Instant::now() + self.deadline_of(Lane::Qr));
         self.accept(event.item, timing, false, ctx);
     }
 }
@@ -426,7 +490,7 @@ impl Handler<StatusChanged> for BatchActor {
                 send_by: now + self.config.priority_delay / 2,
                 deadline: now + self.config.priority_delay,
             },
-            Urgency::Normal => Timing::deadline(now + self.config.status_interval),
+            Urgency::Normal => Timing::deadline(now + self.deadline_of(Lane::Status)),
         };
         self.accept(event.item, timing, event.urgency == Urgency::Urgent, ctx);
     }

@@ -7,11 +7,11 @@ use deadpool_redis::redis;
 
 use crate::{
     messages::{Lane, OutboundItem},
-    store::{Keys, PersistQueue, RedisPool, StoreError, split_stored},
+    store::{Keys, PersistQueue, RedisPool, RepeatGate, StoreError, split_stored},
 };
 
 /// A hash's fields and values, as `HGETALL` answers.
-type HashEntries = Vec<(String, String)>;
+pub type HashEntries = Vec<(String, String)>;
 
 /// The outbox's journal and where it writes.
 pub struct DurableOutbox {
@@ -23,10 +23,22 @@ pub struct DurableOutbox {
     pool: RedisPool,
     /// Whether the items stored by an earlier run were loaded.
     pub recovered: bool,
+    /// Says once (then once a minute) that the outbox cannot be read yet.
+    pub unreadable_log: RepeatGate,
+}
+
+/// What an earlier run left in Redis.
+pub struct Recovered {
+    /// Undelivered items, oldest first.
+    pub items: Vec<StoredItem>,
+    /// The dead letters hash, as `HGETALL` answers it.
+    pub dead_letters: HashEntries,
 }
 
 /// An item read back from the outbox.
 pub struct StoredItem {
+    /// The hash field it was stored under (an older release keyed messages differently).
+    pub field: String,
     /// Its lane.
     pub lane: Lane,
     /// Its sequence number.
@@ -43,6 +55,7 @@ impl DurableOutbox {
             keys,
             pool,
             recovered: false,
+            unreadable_log: RepeatGate::default(),
         }
     }
 
@@ -57,30 +70,54 @@ impl DurableOutbox {
         }
     }
 
+    /// Moves a recovered item stored under another field (messages were keyed by session and id
+    /// before) to its coalescing key, so its acknowledgement deletes it.
+    pub fn rekey(&mut self, old_field: &str, item: &OutboundItem, seq: u64) {
+        self.record(item, seq);
+        let key = self.keys.outbox(item.lane());
+        self.queue.journal().remove(&key, old_field, None);
+    }
+
     /// Queues the removal of an item that left for good, unless a newer one replaced it.
     pub fn forget(&mut self, lane: Lane, item_key: &str, seq: u64) {
         let key = self.keys.outbox(lane);
         self.queue.journal().remove(&key, item_key, Some(seq));
     }
 
-    /// Reads every stored item (every lane). Unreadable entries are skipped.
+    /// The Redis hash of dead letters.
+    pub fn dead_letters_key(&self) -> String {
+        self.keys.dead_letters()
+    }
+
+    /// Reads every stored item (every lane) and the dead letters. Unreadable items are skipped.
     pub fn load(
         &self,
-    ) -> impl std::future::Future<Output = Result<Vec<StoredItem>, StoreError>> + 'static {
+    ) -> impl std::future::Future<Output = Result<Recovered, StoreError>> + 'static {
         let pool = self.pool.clone();
         let keys = Lane::ALL.map(|lane| self.keys.outbox(lane));
+        let dead_letters_key = self.keys.dead_letters();
         async move {
             let mut pipeline = redis::pipe();
             for key in &keys {
                 pipeline.hgetall(key);
             }
-            let (qrs, statuses, messages): (HashEntries, HashEntries, HashEntries) =
-                pool.pipeline(&pipeline).await?;
+            pipeline.hgetall(&dead_letters_key);
+            let (qrs, statuses, messages, dead_letters): (
+                HashEntries,
+                HashEntries,
+                HashEntries,
+                HashEntries,
+            ) = pool.pipeline(&pipeline).await?;
             let parse = |lane: Lane, entries: HashEntries| {
-                entries.into_iter().filter_map(move |(_, stored)| {
+                entries.into_iter().filter_map(move |(field, stored)| {
                     let (seq, json) = split_stored(&stored)?;
                     let item: OutboundItem = serde_json::from_str(json).ok()?;
-                    Some(StoredItem { lane, seq, item })
+                    Some(StoredItem {
+                        field,
+                        lane,
+                        seq,
+                        item,
+                    })
                 })
             };
             // By sequence number: recovered items keep their arrival order (messages, in
@@ -90,7 +127,10 @@ impl DurableOutbox {
                 .chain(parse(Lane::Message, messages))
                 .collect();
             items.sort_unstable_by_key(|item| item.seq);
-            Ok(items)
+            Ok(Recovered {
+                items,
+                dead_letters,
+            })
         }
     }
 }

@@ -19,6 +19,13 @@ impl BatchActor {
             max_items: self.config.max_items,
             backlog_items: self.backlog_items,
             budget: self.budget.stats(),
+            dead_letters: DeadLetterStats {
+                held: self.dead_letters.len(),
+                bytes: self.dead_letters.bytes(),
+                dropped: self.dead_letters.dropped,
+                superseded: self.dead_letters.superseded,
+                replayed: self.dead_letters.replayed,
+            },
             outbox: self.outbox.as_ref().map(|outbox| OutboxStats {
                 unwritten: outbox.queue.unwritten(),
                 written: outbox.queue.written,
@@ -27,6 +34,21 @@ impl BatchActor {
             }),
         }
     }
+}
+
+/// The dead letters' figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetterStats {
+    /// Held now (`GET /dead-letters`).
+    pub held: usize,
+    /// Their size, in bytes of JSON.
+    pub bytes: usize,
+    /// Dropped since start (oldest first) to stay within the bounds.
+    pub dropped: u64,
+    /// Replaced since start by a newer item of their session that Laravel accepted.
+    pub superseded: u64,
+    /// Sent again since start.
+    pub replayed: u64,
 }
 
 /// The durable outbox's figures.
@@ -59,6 +81,8 @@ pub struct BatchStats {
     pub backlog_items: usize,
     /// The adaptive request budget.
     pub budget: BudgetStats,
+    /// Items Laravel refused for good.
+    pub dead_letters: DeadLetterStats,
     /// The durable outbox, when Redis is enabled.
     pub outbox: Option<OutboxStats>,
 }

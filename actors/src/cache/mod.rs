@@ -22,7 +22,7 @@ use actix::prelude::*;
 use deadpool_redis::redis;
 use serde::Serialize;
 use serde_json::{Value, json};
-use slog::{Logger, warn};
+use slog::{Logger, info, warn};
 
 pub use config::CacheConfig;
 pub use lookup::LaravelStatusLookup;
@@ -31,7 +31,8 @@ use crate::{
     messages::{EstadoQr, SessionId, unix_millis},
     session::SessionState,
     store::{
-        Keys, PersistQueue, RedisHealthSnapshot, RedisMode, RedisPool, StoreError, drive_writes,
+        Keys, PersistQueue, RedisHealthSnapshot, RedisMode, RedisPool, RepeatGate, StoreError,
+        drive_writes,
     },
 };
 
@@ -141,6 +142,8 @@ pub struct CacheActor {
     counters: CacheCounters,
     /// Shared with sessions' [`CacheHandle`]s.
     dropped: Arc<AtomicU64>,
+    /// Says that Redis is down once, then once a minute, and that it is back.
+    redis_down_log: RepeatGate,
     /// Logger.
     log: Logger,
 }
@@ -166,7 +169,25 @@ impl CacheActor {
             laravel,
             counters: CacheCounters::default(),
             dropped: Arc::default(),
+            redis_down_log: RepeatGate::default(),
             log,
+        }
+    }
+
+    /// Logs Redis going down (once, then once a minute while it stays down) and coming back.
+    fn report_redis(&mut self, answered: Result<(), StoreError>) {
+        match answered {
+            Ok(()) if self.redis_down_log.is_open() => {
+                self.redis_down_log.clear();
+                info!(self.log, "Redis is back; writing what waited.");
+            }
+            Ok(()) => {}
+            Err(error) => {
+                if let Some(held_back) = self.redis_down_log.pass(Instant::now()) {
+                    warn!(self.log, "Redis is down; wasup keeps running from memory and writes every change once it is back (said again once a minute while it lasts).";
+                        "error" => %error, "checks_failed_since_last_said" => held_back);
+                }
+            }
         }
     }
 
@@ -312,12 +333,13 @@ impl Actor for CacheActor {
             let Some(pool) = actor.redis.as_ref().map(|(pool, _)| pool.clone()) else {
                 return;
             };
-            async move {
-                let _: Result<String, _> = pool.command(&redis::cmd("PING")).await;
-            }
-            .into_actor(actor)
-            .map(|(), actor, ctx| actor.persist(ctx))
-            .spawn(ctx);
+            async move { pool.command::<String>(&redis::cmd("PING")).await.map(drop) }
+                .into_actor(actor)
+                .map(|answered, actor, ctx| {
+                    actor.report_redis(answered);
+                    actor.persist(ctx);
+                })
+                .spawn(ctx);
         });
     }
 }

@@ -162,7 +162,9 @@ impl SessionRegistry {
         self.save(session_id, ctx);
     }
 
-    /// Forgets a session and tells its actor to finish, reporting `report`.
+    /// Forgets a session and tells its actor to finish, reporting `report`. Its store (the
+    /// WhatsApp credentials) is deleted only with `logout`, or when the session never connected
+    /// (then it holds no login).
     fn remove(
         &mut self,
         session_id: &str,
@@ -180,7 +182,7 @@ impl SessionRegistry {
                 report,
                 logout,
                 reason: reason.to_string(),
-                forget_store: true,
+                forget_store: logout || !entry.ever_connected,
             }),
             // Between a crash and its restart there is no actor: report for it.
             None => {

@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 
 use super::{SessionEntry, SessionRegistry};
 use crate::{
-    messages::unix_millis,
-    store::{Keys, PersistQueue, RedisPool, drive_writes, next_seq, split_stored},
+    messages::{MAX_USER_ID, is_valid_session_id, unix_millis},
+    store::{Keys, PersistQueue, RedisPool, RepeatGate, drive_writes, next_seq, split_stored},
 };
 
 /// How soon the restore is tried again while Redis does not answer.
@@ -44,6 +44,8 @@ pub struct SessionStore {
     pub restored: bool,
     /// Answered when nothing is left to write ([`FlushRegistry`]).
     pub flush_waiters: Vec<oneshot::Sender<()>>,
+    /// Says once (then once a minute) that the records cannot be read yet.
+    pub unreadable_log: RepeatGate,
 }
 
 impl SessionStore {
@@ -55,6 +57,7 @@ impl SessionStore {
             pool,
             restored: false,
             flush_waiters: Vec::new(),
+            unreadable_log: RepeatGate::default(),
         }
     }
 }
@@ -129,29 +132,63 @@ impl SessionRegistry {
                         store.restored = true;
                     }
                     let mut restored = 0usize;
+                    let mut skipped = 0usize;
                     for (session_id, stored) in entries {
-                        let record = split_stored(&stored)
-                            .and_then(|(_, json)| serde_json::from_str::<SessionRecord>(json).ok());
-                        if let Some(record) = record
-                            && !registry.sessions.contains_key(&session_id)
-                            && registry.accepting
-                        {
-                            registry.sessions.insert(session_id.clone(), restored_entry(&record));
-                            registry.launch(&session_id, ctx);
-                            restored += 1;
+                        if registry.sessions.contains_key(&session_id) || !registry.accepting {
+                            continue;
                         }
+                        let record = match restorable(&session_id, &stored) {
+                            Ok(record) => record,
+                            Err(why) => {
+                                skipped += 1;
+                                warn!(registry.log, "Session record in Redis not restored."; "why" => why,
+                                    "session_id" => session_id.escape_debug().take(80).collect::<String>());
+                                continue;
+                            }
+                        };
+                        if registry.sessions.len() >= registry.config.max_active {
+                            skipped += 1;
+                            warn!(registry.log, "Session not restored: sessions.max_active reached.";
+                                "session_id" => &session_id, "max_active" => registry.config.max_active);
+                            continue;
+                        }
+                        registry.sessions.insert(session_id.clone(), restored_entry(&record));
+                        registry.launch(&session_id, ctx);
+                        restored += 1;
                     }
-                    if restored > 0 {
-                        info!(registry.log, "Sessions restored from Redis."; "count" => restored);
+                    if restored > 0 || skipped > 0 {
+                        info!(registry.log, "Sessions restored from Redis."; "count" => restored, "skipped" => skipped);
                     }
                 }
                 Err(error) => {
-                    warn!(registry.log, "Session registry not readable yet; retrying."; "error" => %error);
+                    let held_back = registry
+                        .store
+                        .as_mut()
+                        .and_then(|store| store.unreadable_log.pass(Instant::now()));
+                    if let Some(held_back) = held_back {
+                        warn!(registry.log, "Session registry not readable yet (Redis down?); retrying every second, saying so once a minute.";
+                            "error" => %error, "attempts_since_last_said" => held_back);
+                    }
                     ctx.run_later(RESTORE_RETRY, Self::restore);
                 }
             })
             .spawn(ctx);
     }
+}
+
+/// A stored record, checked as the API checks its input: a session id safe as a directory name
+/// (an id like `../x` must never reach the store's `remove_dir_all`), a user id Laravel can hold.
+fn restorable(session_id: &str, stored: &str) -> Result<SessionRecord, &'static str> {
+    if !is_valid_session_id(session_id) {
+        return Err("invalid session id");
+    }
+    let record = split_stored(stored)
+        .and_then(|(_, json)| serde_json::from_str::<SessionRecord>(json).ok())
+        .ok_or("unreadable record")?;
+    if record.user_id.is_some_and(|user_id| user_id > MAX_USER_ID) {
+        return Err("user_id out of range");
+    }
+    Ok(record)
 }
 
 fn restored_entry(record: &SessionRecord) -> SessionEntry {

@@ -29,20 +29,43 @@ pub(super) struct Ending {
     pub(super) notify_registry: bool,
     /// Ask the registry for a fresh incarnation (max lifetime reached).
     pub(super) renew: bool,
-    /// Delete the session's store directory once the engine closed (the session is forgotten).
+    /// Delete the session's store directory once the engine closed: only after an explicit
+    /// logout, or when the store holds no login (never paired, or its credentials are gone).
+    /// An ending wasup only infers (Laravel no longer knows the session, reconnects used up,
+    /// idle) keeps it: a wrong URL or a restored Laravel database must not log users out.
     pub(super) forget_store: bool,
 }
 
 impl Ending {
     /// A session that was paired comes back without credentials: it ends as `inactive`.
     pub(super) fn lost_credentials() -> Self {
-        Self::by_itself(
-            EstadoQr::Inactive,
-            "paired before, but its credentials are gone: not pairing again on restore",
-        )
+        Self {
+            forget_store: true,
+            ..Self::by_itself(
+                EstadoQr::Inactive,
+                "paired before, but its credentials are gone: not pairing again on restore",
+            )
+        }
     }
 
-    /// The session ends by itself, reports `report` and is forgotten.
+    /// WhatsApp logged the session out: its credentials are void and deleted.
+    fn logged_out() -> Self {
+        Self {
+            logout: true,
+            forget_store: true,
+            ..Self::by_itself(EstadoQr::Inactive, "logged out")
+        }
+    }
+
+    /// Every QR expired without a scan: the store holds no login; it goes with the session.
+    fn never_paired() -> Self {
+        Self {
+            forget_store: true,
+            ..Self::by_itself(EstadoQr::Expired, "every QR code expired without a scan")
+        }
+    }
+
+    /// The session ends by itself and reports `report`; its store (credentials) stays.
     fn by_itself(report: EstadoQr, reason: impl Into<String>) -> Self {
         Self {
             report: Some(report),
@@ -50,7 +73,7 @@ impl Ending {
             reason: reason.into(),
             notify_registry: true,
             renew: false,
-            forget_store: true,
+            forget_store: false,
         }
     }
 }
@@ -70,17 +93,8 @@ impl SessionActor {
     pub(super) fn on_disconnected(&mut self, reason: DisconnectReason, ctx: &mut Context<Self>) {
         self.connected_at = None;
         match reason {
-            DisconnectReason::LoggedOut => self.finish(
-                Ending {
-                    logout: true,
-                    ..Ending::by_itself(EstadoQr::Inactive, "logged out")
-                },
-                ctx,
-            ),
-            DisconnectReason::TimedOut => self.finish(
-                Ending::by_itself(EstadoQr::Expired, "every QR code expired without a scan"),
-                ctx,
-            ),
+            DisconnectReason::LoggedOut => self.finish(Ending::logged_out(), ctx),
+            DisconnectReason::TimedOut => self.finish(Ending::never_paired(), ctx),
             DisconnectReason::RestartRequired => {
                 self.set_state(SessionState::Pairing);
                 self.connect(ctx);
@@ -136,7 +150,8 @@ impl SessionActor {
     }
 
     /// A connection closed without a logout: reconnect only if Laravel still wants the session
-    /// (`is_session_active`, fail-safe "yes"), else finish it as `inactive`.
+    /// (`is_session_active`, fail-safe "yes"), else finish it as `inactive`, keeping its
+    /// credentials (Laravel's "no" may be a mistake: a wrong URL, a restored database).
     fn reconnect_if_still_wanted(&mut self, reason: String, ctx: &mut Context<Self>) {
         let Some(cache) = &self.cache else {
             return self.connection_dropped(reason, ctx);
@@ -253,7 +268,6 @@ impl SessionActor {
             let renewal = Ending {
                 report: None,
                 renew: true,
-                forget_store: false,
                 ..Ending::by_itself(EstadoQr::Inactive, "max lifetime reached: renewing")
             };
             self.finish(renewal, ctx);
@@ -262,11 +276,7 @@ impl SessionActor {
         {
             // A live connection is not idle, however quiet the phone. An idle one ends, but its
             // credentials stay: starting the same session id again reconnects without a QR.
-            let idle = Ending {
-                forget_store: false,
-                ..Ending::by_itself(EstadoQr::Inactive, "idle")
-            };
-            self.finish(idle, ctx);
+            self.finish(Ending::by_itself(EstadoQr::Inactive, "idle"), ctx);
         }
     }
 }

@@ -38,6 +38,18 @@ pub struct Deliver {
     pub items: Vec<OutboundItem>,
 }
 
+/// An item Laravel refused for good, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    /// The item.
+    pub item: OutboundItem,
+    /// Laravel's status code (200 when it refused the item inside an accepted batch; 0 when the
+    /// item never left, e.g. it could not be serialised).
+    pub status: u16,
+    /// Laravel's reason (never the item's content).
+    pub reason: String,
+}
+
 /// What became of a batch's items. Every item lands in exactly one list.
 #[derive(Debug, Default)]
 pub struct DeliveryOutcome {
@@ -45,8 +57,8 @@ pub struct DeliveryOutcome {
     pub delivered: Vec<OutboundItem>,
     /// Not delivered yet: the queue takes them back (latest wins) and tries later.
     pub deferred: Vec<OutboundItem>,
-    /// Refused for good (4xx): logged and counted, never retried.
-    pub dead_lettered: Vec<OutboundItem>,
+    /// Refused for good (a 4xx for the item alone, or listed in `rejected`): dead letters.
+    pub dead_lettered: Vec<Refused>,
     /// How long the lane should wait before its next batch, when the sink knows.
     pub retry_after: Option<Duration>,
     /// Every attempt that reached Laravel (or failed on the way): the request budget adapts to them.
@@ -59,8 +71,27 @@ pub struct DeliveryOutcome {
 enum Chunk {
     /// Settled (delivered, deferred or dead-lettered).
     Done(DeliveryOutcome),
-    /// Laravel answered 413: split and try again.
-    TooLarge(Vec<OutboundItem>),
+    /// Laravel refused it as a whole (400, 413, 422): split and try again, down to single items.
+    Refused {
+        /// The part.
+        items: Vec<OutboundItem>,
+        /// The status code.
+        status: u16,
+        /// Laravel's reason.
+        reason: String,
+    },
+}
+
+/// Every item of `items` refused with `status` and `reason`.
+fn refused_all(items: Vec<OutboundItem>, status: u16, reason: &str) -> Vec<Refused> {
+    items
+        .into_iter()
+        .map(|item| Refused {
+            item,
+            status,
+            reason: reason.to_string(),
+        })
+        .collect()
 }
 
 impl DeliveryOutcome {
@@ -75,17 +106,18 @@ impl DeliveryOutcome {
 
     /// The part of this outcome about `lane`'s items (the samples stay with the whole).
     pub fn for_lane(&mut self, lane: crate::messages::Lane) -> DeliveryOutcome {
-        let take = |items: &mut Vec<OutboundItem>| {
-            let (of_lane, rest) = std::mem::take(items)
-                .into_iter()
-                .partition(|item| item.lane() == lane);
+        fn take<T>(items: &mut Vec<T>, of_lane: impl Fn(&T) -> bool) -> Vec<T> {
+            let (taken, rest) = std::mem::take(items).into_iter().partition(of_lane);
             *items = rest;
-            of_lane
-        };
+            taken
+        }
+        let in_lane = |item: &OutboundItem| item.lane() == lane;
         DeliveryOutcome {
-            delivered: take(&mut self.delivered),
-            deferred: take(&mut self.deferred),
-            dead_lettered: take(&mut self.dead_lettered),
+            delivered: take(&mut self.delivered, in_lane),
+            deferred: take(&mut self.deferred, in_lane),
+            dead_lettered: take(&mut self.dead_lettered, |refused: &Refused| {
+                in_lane(&refused.item)
+            }),
             retry_after: self.retry_after,
             samples: Vec::new(),
             too_large: self.too_large,
@@ -234,8 +266,8 @@ fn request_label(items: &[OutboundItem], contract: Contract) -> &'static str {
 }
 
 impl Delivery {
-    /// Delivers a batch; a batch Laravel finds too large (413) is split in halves, down to
-    /// single items, so one oversized item cannot hold the others back.
+    /// Delivers a batch; a batch Laravel refuses as a whole (400, 413, 422) is split in halves,
+    /// down to single items, so one bad or oversized item cannot cost the others.
     async fn run(self, Deliver { items }: Deliver) -> DeliveryOutcome {
         let lane = request_label(&items, self.config.contract);
         let mut outcome = if self.config.single_item_calls {
@@ -258,17 +290,28 @@ impl Delivery {
             }
             match self.deliver_chunk(lane, chunk).await {
                 Chunk::Done(done) => outcome.absorb(done),
-                Chunk::TooLarge(mut chunk) if chunk.len() > 1 => {
-                    outcome.too_large = true;
-                    let second_half = chunk.split_off(chunk.len() / 2);
+                Chunk::Refused {
+                    mut items, status, ..
+                } if items.len() > 1 => {
+                    outcome.too_large |= status == 413;
+                    debug!(self.log, "Laravel refused a batch; splitting it to find the refused items.";
+                        "lane" => lane, "status" => status, "items" => items.len());
+                    let second_half = items.split_off(items.len() / 2);
                     chunks.push(second_half);
-                    chunks.push(chunk);
+                    chunks.push(items);
                 }
-                Chunk::TooLarge(chunk) => {
-                    outcome.too_large = true;
-                    warn!(self.log, "Laravel refused a single item as too large; dead-lettered."; "lane" => lane);
+                Chunk::Refused {
+                    items,
+                    status,
+                    reason,
+                } => {
+                    outcome.too_large |= status == 413;
+                    warn!(self.log, "Laravel refused an item; dead-lettered.";
+                        "lane" => lane, "status" => status, "reason" => &reason);
                     self.stats.borrow_mut().rejected += 1;
-                    outcome.dead_lettered.extend(chunk);
+                    outcome
+                        .dead_lettered
+                        .extend(refused_all(items, status, &reason));
                 }
             }
         }
@@ -276,7 +319,7 @@ impl Delivery {
     }
 
     /// Legacy single-item calls: one request per item, all at once (as an unbatched service
-    /// would send them); an item refused as too large is dead-lettered.
+    /// would send them); an item refused (400, 413, 422) is dead-lettered.
     async fn run_single_items(
         &self,
         lane: &'static str,
@@ -289,9 +332,15 @@ impl Delivery {
         for chunk in futures_util::future::join_all(attempts).await {
             match chunk {
                 Chunk::Done(done) => outcome.absorb(done),
-                Chunk::TooLarge(items) => {
+                Chunk::Refused {
+                    items,
+                    status,
+                    reason,
+                } => {
                     self.stats.borrow_mut().rejected += 1;
-                    outcome.dead_lettered.extend(items);
+                    outcome
+                        .dead_lettered
+                        .extend(refused_all(items, status, &reason));
                 }
             }
         }
@@ -306,7 +355,7 @@ impl Delivery {
             Err(error) => {
                 warn!(self.log, "Batch could not be serialised; dead-lettered."; "lane" => lane, "error" => %error);
                 return Chunk::Done(DeliveryOutcome {
-                    dead_lettered: items,
+                    dead_lettered: refused_all(items, 0, &format!("not serialisable: {error}")),
                     ..DeliveryOutcome::default()
                 });
             }
@@ -339,19 +388,22 @@ impl Delivery {
                 AttemptResult::Stored { failed_ids } => {
                     return Chunk::Done(self.stored(lane, items, &failed_ids));
                 }
-                AttemptResult::TooLarge => {
-                    debug!(self.log, "Laravel found a batch too large; splitting it."; "lane" => lane, "items" => items.len());
-                    return Chunk::TooLarge(items);
+                AttemptResult::Refused { status, reason } => {
+                    return Chunk::Refused {
+                        items,
+                        status,
+                        reason,
+                    };
                 }
-                AttemptResult::Rejected { status } => {
+                AttemptResult::Rejected { status, reason } => {
                     warn!(self.log, "Laravel refused a batch; dead-lettered.";
                         "lane" => lane, "status" => status, "items" => items.len(),
                         "idempotency_key" => &idempotency_key);
                     let mut stats = self.stats.borrow_mut();
                     stats.rejected += 1;
-                    stats.last_error = Some(format!("HTTP {status} (dead-lettered)"));
+                    stats.last_error = Some(format!("{reason} (dead-lettered)"));
                     return Chunk::Done(DeliveryOutcome {
-                        dead_lettered: items,
+                        dead_lettered: refused_all(items, status, &reason),
                         ..DeliveryOutcome::default()
                     });
                 }
@@ -390,11 +442,28 @@ impl Delivery {
         items: Vec<OutboundItem>,
         failed_ids: &FailedIds,
     ) -> DeliveryOutcome {
-        let (deferred, delivered): (Vec<_>, Vec<_>) = items
-            .into_iter()
-            .partition(|item| failed_ids.contains(item));
+        let mut dead_lettered = Vec::new();
+        let mut deferred = Vec::new();
+        let mut delivered = Vec::new();
+        for item in items {
+            if let Some(reason) = failed_ids.rejection(&item) {
+                dead_lettered.push(Refused {
+                    reason: reason.to_string(),
+                    status: 200,
+                    item,
+                });
+            } else if failed_ids.contains(&item) {
+                deferred.push(item);
+            } else {
+                delivered.push(item);
+            }
+        }
         let mut stats = self.stats.borrow_mut();
         stats.stored += 1;
+        if !dead_lettered.is_empty() {
+            stats.rejected += 1;
+            warn!(self.log, "Laravel refused some items of a batch; dead-lettered."; "lane" => lane, "refused" => dead_lettered.len());
+        }
         if !deferred.is_empty() {
             stats.items_failed_by_laravel += deferred.len() as u64;
             stats.batches_deferred += 1;
@@ -403,6 +472,7 @@ impl Delivery {
         DeliveryOutcome {
             delivered,
             deferred,
+            dead_lettered,
             ..DeliveryOutcome::default()
         }
     }

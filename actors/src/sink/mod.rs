@@ -8,7 +8,7 @@ mod config;
 mod request;
 mod retry;
 
-pub use actor::{Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, SinkStats};
+pub use actor::{Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, Refused, SinkStats};
 pub use config::SinkConfig;
 pub use request::{
     AttemptResult, COMBINED_PATH, Contract, FailedIds, batch_body, classify, combined_body,

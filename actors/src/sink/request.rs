@@ -1,6 +1,9 @@
 //! What a batch request looks like on the wire, and how Laravel's answer is read (SPEC §2).
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -32,25 +35,44 @@ pub fn lane_key(lane: Lane) -> &'static str {
 }
 
 /// Items Laravel listed in `failed_ids`: a flat list (split calls; ids of the request's lane) or,
-/// for the combined call, one list per lane key.
+/// for the combined call, one list per lane key. Those also listed in `rejected` (id → reason)
+/// were refused for good (they failed validation); the others failed to store and are retried.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FailedIds {
     /// Ids from a flat list: they match an item of any lane.
     pub any_lane: HashSet<String>,
     /// Ids per lane, by [`Lane::index`].
     pub by_lane: [HashSet<String>; 3],
+    /// `rejected` as a flat map (split calls): id → Laravel's reason.
+    pub rejected_any_lane: HashMap<String, String>,
+    /// `rejected` per lane, by [`Lane::index`].
+    pub rejected_by_lane: [HashMap<String, String>; 3],
 }
 
 impl FailedIds {
-    /// Whether Laravel could not store `item`.
+    /// Whether Laravel could not store `item` (for now or for good).
     pub fn contains(&self, item: &OutboundItem) -> bool {
         let id = item.ack_id();
-        self.any_lane.contains(id) || self.by_lane[item.lane().index()].contains(id)
+        self.any_lane.contains(id)
+            || self.by_lane[item.lane().index()].contains(id)
+            || self.rejection(item).is_some()
+    }
+
+    /// Why Laravel refused `item` for good, when it did.
+    pub fn rejection(&self, item: &OutboundItem) -> Option<&str> {
+        let id = item.ack_id();
+        self.rejected_any_lane
+            .get(id)
+            .or_else(|| self.rejected_by_lane[item.lane().index()].get(id))
+            .map(String::as_str)
     }
 
     /// Whether no item failed.
     pub fn is_empty(&self) -> bool {
-        self.any_lane.is_empty() && self.by_lane.iter().all(HashSet::is_empty)
+        self.any_lane.is_empty()
+            && self.by_lane.iter().all(HashSet::is_empty)
+            && self.rejected_any_lane.is_empty()
+            && self.rejected_by_lane.iter().all(HashMap::is_empty)
     }
 
     /// Ids of a flat list (split calls).
@@ -119,7 +141,7 @@ pub enum AttemptResult {
     /// Laravel stored the batch, except the items listed.
     Stored {
         /// Items Laravel could not store (sessions; message ids for messages): retried.
-        failed_ids: FailedIds,
+        failed_ids: Box<FailedIds>,
     },
     /// Worth retrying the whole batch: network error, timeout, 5xx, 408, 429, or `failed` without ids.
     Retry {
@@ -130,13 +152,30 @@ pub enum AttemptResult {
         /// Whether this counts against the circuit breaker (Laravel unreachable or failing).
         breaker_failure: bool,
     },
-    /// 413: the batch is too large for Laravel; split it.
-    TooLarge,
-    /// A 4xx other than 401/403/408/413/429: the batch will never be accepted; dead-letter it.
+    /// 400, 413 or 422: Laravel refused the batch, most likely because of some of its items (a
+    /// text too long, a field left empty, too many or too large items); split it until only the
+    /// refused items remain.
+    Refused {
+        /// The status code.
+        status: u16,
+        /// Laravel's reason, for the dead letter (never an item's content).
+        reason: String,
+    },
+    /// Another 4xx (404, 405, ...): no part of the batch will be accepted as it is (a wrong URL,
+    /// say); dead-letter it whole, to be replayed once fixed.
     Rejected {
         /// The status code.
         status: u16,
+        /// What Laravel said.
+        reason: String,
     },
+}
+
+impl AttemptResult {
+    /// Whether Laravel answered 413.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::Refused { status: 413, .. })
+    }
 }
 
 /// Laravel's answer body: `{"success":true,"updated":N,"failed":M,"failed_ids":[...]}`.
@@ -148,6 +187,37 @@ struct BatchAnswer {
     failed: Option<u64>,
     #[serde(default)]
     failed_ids: Option<Value>,
+    #[serde(default)]
+    rejected: Option<Value>,
+}
+
+/// Longest reason kept from Laravel's answer, in characters.
+const MAX_REASON_CHARS: usize = 200;
+
+/// Laravel's answer to a refused batch, shortened for a dead letter: the first validation
+/// error (`{"errors":{"field":["..."]}}`), else its `message`, after `HTTP {status}`.
+fn refusal_reason(status: u16, body: &[u8]) -> String {
+    let said = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|answer| {
+            let first_error = answer
+                .get("errors")
+                .and_then(Value::as_object)
+                .and_then(|errors| errors.values().next())
+                .and_then(|messages| match messages {
+                    Value::Array(messages) => messages.first().and_then(Value::as_str),
+                    other => other.as_str(),
+                })
+                .map(str::to_string);
+            first_error.or_else(|| answer.get("message")?.as_str().map(str::to_string))
+        });
+    match said {
+        Some(said) => format!(
+            "HTTP {status}: {}",
+            said.chars().take(MAX_REASON_CHARS).collect::<String>()
+        ),
+        None => format!("HTTP {status}"),
+    }
 }
 
 /// An id as Laravel wrote it: strings as they are, numbers in decimal.
@@ -158,29 +228,58 @@ fn id_text(id: Value) -> String {
     }
 }
 
+/// The lane a combined answer's key names (`qrs` or `qr`, ...).
+fn lane_named(key: &str) -> Option<Lane> {
+    Lane::ALL
+        .into_iter()
+        .find(|lane| lane_key(*lane) == key || lane.name() == key)
+}
+
 /// `failed_ids` as a flat list, or per lane key (`{"qrs":[...],"statuses":[...],...}`).
-fn read_failed_ids(ids: Value) -> FailedIds {
+fn read_failed_ids(ids: Value, failed: &mut FailedIds) {
     let list = |ids: Value| match ids {
         Value::Array(ids) => ids.into_iter().map(id_text).collect(),
         _ => HashSet::new(),
     };
     match ids {
         Value::Object(by_key) => {
-            let mut failed = FailedIds::default();
             for (key, ids) in by_key {
-                if let Some(lane) = Lane::ALL
-                    .into_iter()
-                    .find(|lane| lane_key(*lane) == key || lane.name() == key)
-                {
+                if let Some(lane) = lane_named(&key) {
                     failed.by_lane[lane.index()] = list(ids);
                 }
             }
-            failed
         }
-        ids => FailedIds {
-            any_lane: list(ids),
-            ..FailedIds::default()
-        },
+        ids => failed.any_lane = list(ids),
+    }
+}
+
+/// `rejected` as a flat map (`{"id":"reason"}`) or per lane key (`{"qrs":{"id":"reason"}}`).
+fn read_rejected(rejected: Value, failed: &mut FailedIds) {
+    let reasons = |by_id: Map<String, Value>| -> HashMap<String, String> {
+        by_id
+            .into_iter()
+            .map(|(id, reason)| {
+                let reason = match reason {
+                    Value::String(reason) => reason,
+                    other => other.to_string(),
+                };
+                (id, reason.chars().take(MAX_REASON_CHARS).collect())
+            })
+            .collect()
+    };
+    let Value::Object(map) = rejected else { return };
+    let per_lane = !map.is_empty()
+        && map
+            .iter()
+            .all(|(key, value)| lane_named(key).is_some() && value.is_object());
+    if per_lane {
+        for (key, by_id) in map {
+            if let (Some(lane), Value::Object(by_id)) = (lane_named(&key), by_id) {
+                failed.rejected_by_lane[lane.index()] = reasons(by_id);
+            }
+        }
+    } else {
+        failed.rejected_any_lane = reasons(map);
     }
 }
 
@@ -188,7 +287,10 @@ fn read_failed_ids(ids: Value) -> FailedIds {
 pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> AttemptResult {
     match status {
         200..=299 => classify_stored(body),
-        413 => AttemptResult::TooLarge,
+        400 | 413 | 422 => AttemptResult::Refused {
+            status,
+            reason: refusal_reason(status, body),
+        },
         408 | 429 | 500..=599 => AttemptResult::Retry {
             reason: format!("HTTP {status}"),
             retry_after,
@@ -201,7 +303,10 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Atte
             retry_after,
             breaker_failure: true,
         },
-        _ => AttemptResult::Rejected { status },
+        _ => AttemptResult::Rejected {
+            status,
+            reason: refusal_reason(status, body),
+        },
     }
 }
 
@@ -222,9 +327,18 @@ fn classify_stored(body: &[u8]) -> AttemptResult {
             }
         }
     };
-    if let Some(ids) = answer.failed_ids.filter(|ids| !ids.is_null()) {
+    let mut failed_ids = FailedIds::default();
+    let listed = answer.failed_ids.filter(|ids| !ids.is_null());
+    let rejected = answer.rejected.filter(|rejected| !rejected.is_null());
+    if listed.is_some() || rejected.is_some() {
+        if let Some(ids) = listed {
+            read_failed_ids(ids, &mut failed_ids);
+        }
+        if let Some(rejected) = rejected {
+            read_rejected(rejected, &mut failed_ids);
+        }
         return AttemptResult::Stored {
-            failed_ids: read_failed_ids(ids),
+            failed_ids: Box::new(failed_ids),
         };
     }
     let failed = answer.failed.unwrap_or(0);
@@ -236,7 +350,7 @@ fn classify_stored(body: &[u8]) -> AttemptResult {
         };
     }
     AttemptResult::Stored {
-        failed_ids: FailedIds::default(),
+        failed_ids: Box::default(),
     }
 }
 
@@ -296,7 +410,7 @@ mod tests {
         assert_eq!(
             classify(200, None, br#"{"success":true,"updated":2,"failed":0}"#),
             AttemptResult::Stored {
-                failed_ids: FailedIds::default()
+                failed_ids: Box::default()
             }
         );
         assert_eq!(
@@ -306,7 +420,7 @@ mod tests {
                 br#"{"success":true,"updated":1,"failed":1,"failed_ids":["b"]}"#
             ),
             AttemptResult::Stored {
-                failed_ids: FailedIds::flat(["b".to_string()])
+                failed_ids: Box::new(FailedIds::flat(["b".to_string()]))
             }
         );
         assert!(matches!(
@@ -344,20 +458,80 @@ mod tests {
         assert_eq!(
             classify(204, None, b""),
             AttemptResult::Stored {
-                failed_ids: FailedIds::default()
+                failed_ids: Box::default()
             }
         );
         assert_eq!(
             classify(422, None, b""),
-            AttemptResult::Rejected { status: 422 }
+            AttemptResult::Refused {
+                status: 422,
+                reason: "HTTP 422".into()
+            }
         );
-        assert_eq!(classify(413, None, b""), AttemptResult::TooLarge);
+        assert!(classify(413, None, b"").is_too_large());
+        assert_eq!(
+            classify(
+                422,
+                None,
+                br#"{"message":"The given data was invalid.","errors":{"messages.3.text":["The messages.3.text must not be greater than 65536 characters."]}}"#
+            ),
+            AttemptResult::Refused {
+                status: 422,
+                reason: "HTTP 422: The messages.3.text must not be greater than 65536 characters."
+                    .into()
+            }
+        );
+        assert_eq!(
+            classify(404, None, br#"{"message":"Not Found"}"#),
+            AttemptResult::Rejected {
+                status: 404,
+                reason: "HTTP 404: Not Found".into()
+            }
+        );
         assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(Some("soon")), None);
         assert_eq!(
             parse_retry_after(Some("18446744073709551615")),
             Some(MAX_RETRY_AFTER)
         );
+    }
+
+    #[test]
+    fn rejected_items_are_told_apart_from_items_to_retry() {
+        use crate::messages::Payload;
+        let message = |id: &str| OutboundItem {
+            session_id: "s".into(),
+            payload: Payload::Message(crate::messages::IncomingMessage {
+                message_id: id.into(),
+                from: "a".into(),
+                to: "b".into(),
+                kind: "text".into(),
+                text: None,
+            }),
+            user_id: None,
+            timestamp: 1,
+        };
+        let split = br#"{"success":true,"updated":1,"failed":2,"failed_ids":["m1","m2"],"rejected":{"m2":"The text must not be greater than 65536 characters."}}"#;
+        let AttemptResult::Stored { failed_ids } = classify(200, None, split) else {
+            panic!("stored");
+        };
+        assert!(failed_ids.contains(&message("m1")));
+        assert_eq!(failed_ids.rejection(&message("m1")), None, "retried");
+        assert_eq!(
+            failed_ids.rejection(&message("m2")),
+            Some("The text must not be greater than 65536 characters.")
+        );
+        assert!(!failed_ids.contains(&message("m3")));
+        let combined = br#"{"success":true,"failed_ids":{"messages":["m2"]},"rejected":{"qrs":{},"messages":{"m2":"bad"}}}"#;
+        let AttemptResult::Stored { failed_ids } = classify(200, None, combined) else {
+            panic!("stored");
+        };
+        assert_eq!(failed_ids.rejection(&message("m2")), Some("bad"));
+        let none = br#"{"success":true,"failed":0,"failed_ids":[],"rejected":{}}"#;
+        let AttemptResult::Stored { failed_ids } = classify(200, None, none) else {
+            panic!("stored");
+        };
+        assert!(failed_ids.is_empty());
     }
 
     #[test]

@@ -47,6 +47,11 @@ impl Keys {
         format!("{}wasup:outbox:{}", self.prefix, lane.name())
     }
 
+    /// Hash of dead letters: `lane|coalescing key` → `seq|json` (bounded by the batch actor).
+    pub fn dead_letters(&self) -> String {
+        format!("{}wasup:dead_letters", self.prefix)
+    }
+
     /// Hash of sessions to restore: session → JSON record (never expires).
     pub fn sessions(&self) -> String {
         format!("{}wasup:sessions", self.prefix)

@@ -5,6 +5,7 @@ mod config;
 mod journal;
 mod keys;
 mod pool;
+mod repeat_gate;
 
 pub use config::{RedisConfig, RedisMode};
 pub use journal::{
@@ -12,3 +13,4 @@ pub use journal::{
 };
 pub use keys::Keys;
 pub use pool::{RedisHealth, RedisHealthSnapshot, RedisPool, StoreError};
+pub use repeat_gate::{REPEAT_LOG_EVERY, RepeatGate};
