@@ -65,10 +65,12 @@ final class Lane
     }
 
     /**
-     * Incoming messages, each stored once by (session_id, message_id); reported by message id.
-     * `text` may be as long as WhatsApp allows, 65,536 characters (Laravel's `max` counts
-     * characters, not bytes; the column is a MEDIUMTEXT). `to` must be sent but may be empty or
-     * null: some messages have no recipient wasup can name (stored as '').
+     * Incoming messages, each stored once by (session_id, message_id, recipient, sender), since
+     * WhatsApp's message ids are unique only within one chat and sender (MessageWriter); reported
+     * by message id alone, as wasup reads the answer, so two items of one batch sharing an id are
+     * named once. `text` may be as long as WhatsApp allows, 65,536 characters (Laravel's `max`
+     * counts characters, not bytes; the column is a MEDIUMTEXT). `to` must be sent but may be
+     * empty or null: some messages have no recipient wasup can name (stored as '').
      */
     public static function messages(): self
     {

@@ -12,7 +12,7 @@ final class Settings
     /** Table holding one row per wasup session. */
     public const ACCOUNTS_TABLE = 'whatsapp_accounts';
 
-    /** Table holding incoming messages, one row per (session_id, message_id). */
+    /** Table holding incoming messages, one row per (session_id, message_id, recipient, sender). */
     public const MESSAGES_TABLE = 'whatsapp_messages';
 
     /** Table holding processed requests: idempotency keys and used signatures. */

@@ -1,7 +1,10 @@
 <?php
 
 /**
- * `whatsapp_messages`: incoming messages, each stored once per (session_id, message_id).
+ * `whatsapp_messages`: incoming messages, each stored once per (session_id, message_id, recipient,
+ * sender). WhatsApp message ids are unique only within one chat (`recipient`) and sender, so the
+ * same id in another chat or from another sender is another message. Databases that ran this
+ * while its unique index was (session_id, message_id) get the new one from 2024_06_01_000006.
  */
 
 declare(strict_types=1);
@@ -28,7 +31,14 @@ return new class () extends Migration {
             $table->unsignedBigInteger('message_timestamp');
             $table->dateTime('sent_at');
             $table->timestamps();
-            $table->unique(['session_id', 'message_id']);
+            // message_id second: the index then also serves look-ups by (session_id, message_id).
+            // Four varchar(191) of utf8mb4 make a 3,056-byte key, under InnoDB's 3,072. Named, since
+            // the default name would be 63 characters before the table prefix (MySQL allows 64,
+            // PostgreSQL 63).
+            $table->unique(
+                ['session_id', 'message_id', 'recipient', 'sender'],
+                Schema::getConnection()->getTablePrefix() . 'whatsapp_messages_identity_unique'
+            );
             $table->index(['session_id', 'message_timestamp']);
         });
     }

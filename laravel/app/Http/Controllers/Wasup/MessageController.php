@@ -11,8 +11,9 @@ use Illuminate\Http\JsonResponse;
 use Illuminate\Http\Request;
 
 /**
- * `POST /whatsapp/messages/batch`: incoming messages, each stored once by
- * (session_id, message_id). Not coalesced: every message is kept. `failed_ids` lists message ids.
+ * `POST /whatsapp/messages/batch`: incoming messages, each stored once by (session_id,
+ * message_id, recipient, sender). Not coalesced: every message is kept. `failed_ids` lists message
+ * ids.
  * Rules and storage are those of Lane::messages(), shared with `POST /whatsapp/events/batch`.
  */
 final class MessageController
