@@ -264,6 +264,63 @@ async fn only_a_logout_deletes_credentials_not_a_plain_delete_nor_a_404_from_lar
 }
 
 #[actix_rt::test]
+async fn an_id_deleted_and_started_again_waits_for_the_old_incarnation_to_finish() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    // The logout's round trip to WhatsApp: the old incarnation is still finishing meanwhile.
+    config.engine.simulated.logout_delay = std::time::Duration::from_millis(400);
+    let sessions_dir = config.engine.data_dir.join("sessions");
+    let wasup = TestWasup::start(config).await;
+    let (status, started) = wasup
+        .post("/start", &json!({"user_id": 1, "session_id": "reused"}))
+        .await;
+    assert_eq!(status, 201, "{started}");
+    laravel.wait_qr("reused").await;
+    wasup.scan("reused").await;
+    laravel.wait_status("reused", "active").await;
+
+    assert_eq!(wasup.delete("/sessions/reused?logout=true").await.0, 200);
+    let (status, refused) = wasup
+        .post("/start", &json!({"user_id": 1, "session_id": "reused"}))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "session_finishing");
+    wait_until("the id can start again", PATIENCE, || async {
+        wasup
+            .post("/start", &json!({"user_id": 1, "session_id": "reused"}))
+            .await
+            .0
+            == 201
+    })
+    .await;
+    wait_until(
+        "Laravel heard the old incarnation end",
+        PATIENCE,
+        || async {
+            laravel
+                .statuses_received("reused")
+                .iter()
+                .any(|status| status == "inactive")
+        },
+    )
+    .await;
+    wasup.scan("reused").await;
+    laravel.wait_status("reused", "active").await;
+    assert_eq!(
+        laravel
+            .statuses_received("reused")
+            .last()
+            .map(String::as_str),
+        Some("active"),
+        "the old incarnation's last status came before the new one's"
+    );
+    assert!(
+        sessions_dir.join("reused").exists(),
+        "the new incarnation's store is not deleted by the old one"
+    );
+}
+
+#[actix_rt::test]
 async fn a_crashed_connected_session_comes_back_connected_without_a_new_qr() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;

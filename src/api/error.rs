@@ -45,6 +45,7 @@ impl ApiError {
             ApiError::Registry(RegistryError::AtCapacity { .. }) => "at_capacity",
             ApiError::Registry(RegistryError::ShuttingDown) => "shutting_down",
             ApiError::Registry(RegistryError::Unavailable(_)) => "session_restarting",
+            ApiError::Registry(RegistryError::Finishing(_)) => "session_finishing",
             ApiError::Registry(RegistryError::Session(SessionError::Closing)) => "session_closing",
             ApiError::Registry(RegistryError::Session(SessionError::NotConnected(_))) => {
                 "not_connected"
@@ -72,7 +73,8 @@ impl ResponseError for ApiError {
             ApiError::Registry(
                 RegistryError::AlreadyExists(_)
                 | RegistryError::Session(_)
-                | RegistryError::Unavailable(_),
+                | RegistryError::Unavailable(_)
+                | RegistryError::Finishing(_),
             ) => StatusCode::CONFLICT,
             ApiError::Registry(RegistryError::AtCapacity { .. } | RegistryError::ShuttingDown)
             | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,7 +86,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Registry(RegistryError::Finishing(_)) = self {
+            // A finishing session stops within moments (a logout round trip, a store removal).
+            response.insert_header(("Retry-After", "1"));
+        }
+        response.json(ErrorBody {
             error: self.to_string(),
             code: self.code().into(),
         })

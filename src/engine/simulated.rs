@@ -34,6 +34,9 @@ pub struct SimulatedSettings {
     /// Time to open an authenticated connection (after a scan or a drop).
     #[serde(with = "humantime_serde")]
     pub connect_delay: Duration,
+    /// Time a logout takes (a round trip to WhatsApp's server, as on the real engine).
+    #[serde(with = "humantime_serde")]
+    pub logout_delay: Duration,
     /// Derive QR texts from the session id and position instead of at random, so a restarted
     /// session shows the same first QR again (exercises QR dedupe across restarts).
     pub deterministic_qr: bool,
@@ -47,6 +50,7 @@ impl Default for SimulatedSettings {
             qr_refs: 6,
             qr_reported_validity: Duration::ZERO,
             connect_delay: Duration::from_millis(300),
+            logout_delay: Duration::from_millis(100),
             deterministic_qr: false,
         }
     }
@@ -261,7 +265,11 @@ impl Engine for SimulatedEngine {
     fn logout(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>> {
         self.close();
         self.credentials.forget();
-        Box::pin(ready(Ok(())))
+        let round_trip = self.settings.logout_delay;
+        Box::pin(async move {
+            actix_rt::time::sleep(round_trip).await;
+            Ok(())
+        })
     }
 
     fn shutdown(&mut self) -> LocalBoxFuture<'static, ()> {

@@ -56,6 +56,9 @@ impl Handler<StartSession> for SessionRegistry {
         if self.sessions.contains_key(&session_id) {
             return Err(RegistryError::AlreadyExists(session_id));
         }
+        if self.tombstones.stands(&session_id) {
+            return Err(RegistryError::Finishing(session_id));
+        }
         self.sessions.insert(
             session_id.clone(),
             SessionEntry::new(start.user_id, Instant::now()),

@@ -7,6 +7,7 @@ mod commands;
 mod entry;
 mod notices;
 mod persistence;
+mod tombstones;
 
 use std::{
     collections::HashMap,
@@ -26,6 +27,7 @@ pub use commands::{
 pub use entry::{CrashVerdict, SessionEntry, SessionSummary};
 pub use notices::{SessionDied, SessionFinished, SessionStateChanged};
 pub use persistence::{FlushRegistry, SessionRecord, SessionStore};
+pub use tombstones::{TOMBSTONE_MAX, Tombstones};
 
 use crate::{
     batch::BatchActor,
@@ -56,6 +58,9 @@ pub enum RegistryError {
     /// Shutting down: no new sessions.
     #[error("wasup is shutting down")]
     ShuttingDown,
+    /// A session with this id is still finishing (logging out, deleting its store).
+    #[error("session {0} is still finishing; start it again in a moment")]
+    Finishing(SessionId),
     /// The session is restarting after a crash or did not answer in time.
     #[error("session {0} is restarting after a crash; try again shortly")]
     Unavailable(SessionId),
@@ -108,6 +113,8 @@ pub struct SessionRegistry {
     accepting: bool,
     /// Crashes seen since start.
     crashes: u64,
+    /// Sessions forgotten whose actors are still finishing: their ids cannot start again yet.
+    tombstones: Tombstones,
     /// Logger.
     log: Logger,
 }
@@ -128,6 +135,7 @@ impl SessionRegistry {
             sessions: HashMap::new(),
             accepting: true,
             crashes: 0,
+            tombstones: Tombstones::default(),
             log,
         }
     }
@@ -178,12 +186,15 @@ impl SessionRegistry {
         };
         self.unsave(session_id, ctx);
         match entry.addr {
-            Some(addr) => addr.do_send(StopSession {
-                report,
-                logout,
-                reason: reason.to_string(),
-                forget_store: logout || !entry.ever_connected,
-            }),
+            Some(addr) => {
+                addr.do_send(StopSession {
+                    report,
+                    logout,
+                    reason: reason.to_string(),
+                    forget_store: logout || !entry.ever_connected,
+                });
+                self.entomb(session_id, entry.generation, addr, ctx);
+            }
             // Between a crash and its restart there is no actor: report for it.
             None => {
                 if let Some(estado_qr) = report {

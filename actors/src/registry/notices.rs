@@ -62,10 +62,13 @@ impl Handler<SessionFinished> for SessionRegistry {
                 entry.renewals += 1;
             }
             self.launch(&finished.session_id, ctx);
-        } else {
-            self.sessions.remove(&finished.session_id);
+        } else if let Some(entry) = self.sessions.remove(&finished.session_id) {
             if !finished.renew {
                 self.unsave(&finished.session_id, ctx);
+            }
+            // The actor is still finishing (last status, logout, store): its id waits for it.
+            if let Some(addr) = entry.addr {
+                self.entomb(&finished.session_id, entry.generation, addr, ctx);
             }
         }
     }
