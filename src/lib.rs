@@ -195,6 +195,37 @@ impl Wasup {
         &self.state.registry
     }
 
+    /// Whether every core actor (registry, batch queue, sink, breaker, cache, outgoing queue)
+    /// answers within `within`: the liveness probe behind systemd's `WATCHDOG=1`. A stopped or
+    /// wedged actor leaves a process that looks alive and delivers nothing; systemd then
+    /// restarts it, and the outbox in Redis brings back what was pending.
+    pub async fn answers_probe(&self, within: std::time::Duration) -> bool {
+        use wasup_actors::{
+            breaker::GetBreakerSnapshot, cache::GetCacheReport, dispatch::GetDispatchStats,
+            registry::GetRegistryStats, sink::GetSinkStats,
+        };
+        let state = &self.state;
+        let probe = async {
+            let (registry, batch, sink, breaker, cache, dispatch) = futures_util::join!(
+                state.registry.send(GetRegistryStats),
+                state.batch.send(GetBatchStats),
+                state.sink.send(GetSinkStats),
+                state.breaker.send(GetBreakerSnapshot),
+                state.cache.send(GetCacheReport { count_keys: false }),
+                state.dispatcher.send(GetDispatchStats),
+            );
+            registry.is_ok()
+                && batch.is_ok()
+                && sink.is_ok()
+                && breaker.is_ok()
+                && cache.is_ok()
+                && dispatch.is_ok()
+        };
+        actix_rt::time::timeout(within, probe)
+            .await
+            .unwrap_or(false)
+    }
+
     /// Graceful shutdown: refuse new sessions, stop every session (no status: they are not logged
     /// out, and will be restored), flush every batch until `http.shutdown_timeout`, make sure
     /// Redis holds whatever is still pending, then stop the HTTP server.

@@ -65,7 +65,21 @@ fn main() -> ExitCode {
         let wasup = Wasup::start(config, log.clone()).await?;
         let listening = format!("Listening on {}.", wasup.addr);
         notify_systemd(&log, &[NotifyState::Ready, NotifyState::Status(&listening)]);
+        let wasup = std::rc::Rc::new(wasup);
+        let watchdog = watchdog_interval().map(|every| {
+            actix_rt::spawn(feed_watchdog(
+                std::rc::Rc::clone(&wasup),
+                every,
+                log.clone(),
+            ))
+        });
         signal.await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        let Ok(wasup) = std::rc::Rc::try_unwrap(wasup) else {
+            anyhow::bail!("the watchdog still holds wasup");
+        };
         notify_systemd(
             &log,
             &[
@@ -92,6 +106,40 @@ fn main() -> ExitCode {
 fn notify_systemd(log: &Logger, states: &[NotifyState]) {
     if let Err(error) = sd_notify::notify(false, states) {
         debug!(log, "Cannot notify systemd."; "error" => %error);
+    }
+}
+
+/// Half of systemd's `WatchdogSec=` when the unit sets one: `WATCHDOG_USEC`, for this process
+/// when `WATCHDOG_PID` names one (as sd_watchdog_enabled(3) reads them).
+fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .is_none_or(|pid| pid.parse() == Ok(std::process::id()));
+    Some(std::time::Duration::from_micros(usec / 2)).filter(|every| for_us && !every.is_zero())
+}
+
+/// Sends `WATCHDOG=1` every `every`, but only while the pipeline answers a probe; otherwise
+/// systemd restarts wasup once `WatchdogSec=` passes without one.
+async fn feed_watchdog(wasup: std::rc::Rc<Wasup>, every: std::time::Duration, log: Logger) {
+    let mut quiet_since: Option<std::time::Instant> = None;
+    loop {
+        if wasup.answers_probe(every / 2).await {
+            if quiet_since.take().is_some() {
+                info!(
+                    log,
+                    "The pipeline answers again; feeding systemd's watchdog."
+                );
+            }
+            notify_systemd(&log, &[NotifyState::Watchdog]);
+        } else if quiet_since.is_none() {
+            quiet_since = Some(std::time::Instant::now());
+            error!(
+                log,
+                "A core actor does not answer; no WATCHDOG=1 (systemd will restart wasup)."
+            );
+        }
+        actix_rt::time::sleep(every).await;
     }
 }
 
