@@ -321,6 +321,55 @@ async fn an_id_deleted_and_started_again_waits_for_the_old_incarnation_to_finish
 }
 
 #[actix_rt::test]
+async fn a_kept_store_opens_only_for_its_own_user_and_leftovers_are_swept_after_the_retention() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.sessions.leftover_store_retention = std::time::Duration::from_millis(1500);
+    let sessions_dir = config.engine.data_dir.join("sessions");
+    let wasup = TestWasup::start(config).await;
+    let start = |user_id: u64| {
+        let wasup = &wasup;
+        async move {
+            wasup
+                .post("/start", &json!({"user_id": user_id, "session_id": "kept"}))
+                .await
+        }
+    };
+    assert_eq!(start(1).await.0, 201);
+    laravel.wait_qr("kept").await;
+    wasup.scan("kept").await;
+    laravel.wait_status("kept", "active").await;
+    assert_eq!(wasup.delete("/sessions/kept").await.0, 200);
+    wasup.wait_removed("kept").await;
+    assert!(sessions_dir.join("kept").exists(), "kept without a logout");
+
+    let (status, refused) = loop {
+        let answer = start(2).await;
+        if answer.1["code"] != "session_finishing" {
+            break answer;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "owned_by_another_user");
+    let qrs_before = laravel.requests_to("/qr/batch").len();
+    assert_eq!(start(1).await.0, 201, "its own user may");
+    laravel.wait_status("kept", "active").await;
+    assert_eq!(
+        laravel.requests_to("/qr/batch").len(),
+        qrs_before,
+        "reconnected with the kept credentials, no QR"
+    );
+
+    assert_eq!(wasup.delete("/sessions/kept").await.0, 200);
+    wasup.wait_removed("kept").await;
+    wait_until("the unused store is swept", PATIENCE, || async {
+        !sessions_dir.join("kept").exists()
+    })
+    .await;
+}
+
+#[actix_rt::test]
 async fn a_crashed_connected_session_comes_back_connected_without_a_new_qr() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;

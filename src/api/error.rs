@@ -46,6 +46,7 @@ impl ApiError {
             ApiError::Registry(RegistryError::ShuttingDown) => "shutting_down",
             ApiError::Registry(RegistryError::Unavailable(_)) => "session_restarting",
             ApiError::Registry(RegistryError::Finishing(_)) => "session_finishing",
+            ApiError::Registry(RegistryError::OwnedByAnother(_)) => "owned_by_another_user",
             ApiError::Registry(RegistryError::Session(SessionError::Closing)) => "session_closing",
             ApiError::Registry(RegistryError::Session(SessionError::NotConnected(_))) => {
                 "not_connected"
@@ -74,7 +75,8 @@ impl ResponseError for ApiError {
                 RegistryError::AlreadyExists(_)
                 | RegistryError::Session(_)
                 | RegistryError::Unavailable(_)
-                | RegistryError::Finishing(_),
+                | RegistryError::Finishing(_)
+                | RegistryError::OwnedByAnother(_),
             ) => StatusCode::CONFLICT,
             ApiError::Registry(RegistryError::AtCapacity { .. } | RegistryError::ShuttingDown)
             | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

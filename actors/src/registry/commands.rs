@@ -8,9 +8,11 @@ use std::{
 
 use actix::prelude::*;
 use serde::Serialize;
-use slog::info;
+use slog::{info, warn};
 
-use super::{INSPECT_TIMEOUT, RegistryError, SessionEntry, SessionRegistry, SessionSummary};
+use super::{
+    INSPECT_TIMEOUT, RegistryError, SessionEntry, SessionRegistry, SessionSummary, stores,
+};
 use crate::{
     messages::{EstadoQr, SessionId},
     session::{
@@ -58,6 +60,13 @@ impl Handler<StartSession> for SessionRegistry {
         }
         if self.tombstones.stands(&session_id) {
             return Err(RegistryError::Finishing(session_id));
+        }
+        let store_dir = self.store_root.join(&session_id);
+        if !stores::may_start(&store_dir, start.user_id) {
+            return Err(RegistryError::OwnedByAnother(session_id));
+        }
+        if let Err(error) = stores::claim(&store_dir, start.user_id) {
+            warn!(self.log, "Session store could not be claimed."; "session_id" => &session_id, "error" => %error);
         }
         self.sessions.insert(
             session_id.clone(),

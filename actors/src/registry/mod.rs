@@ -7,6 +7,7 @@ mod commands;
 mod entry;
 mod notices;
 mod persistence;
+mod stores;
 mod tombstones;
 
 use std::{
@@ -58,6 +59,9 @@ pub enum RegistryError {
     /// Shutting down: no new sessions.
     #[error("wasup is shutting down")]
     ShuttingDown,
+    /// The id's store (its WhatsApp login) belongs to another Laravel user.
+    #[error("session {0} belongs to another user_id")]
+    OwnedByAnother(SessionId),
     /// A session with this id is still finishing (logging out, deleting its store).
     #[error("session {0} is still finishing; start it again in a moment")]
     Finishing(SessionId),
@@ -372,6 +376,16 @@ impl Actor for SessionRegistry {
             registry.sweep_not_connected(ctx);
         });
         ctx.run_interval(self.config.watchdog_interval, Self::watchdog);
+        // Hourly (more often only with a retention under an hour, as in tests).
+        let retention = self.config.leftover_store_retention;
+        ctx.run_interval(
+            stores::LEFTOVER_SWEEP_EVERY.min(retention),
+            Self::sweep_leftover_stores,
+        );
+        ctx.run_later(
+            stores::FIRST_LEFTOVER_SWEEP.min(retention),
+            Self::sweep_leftover_stores,
+        );
         self.restore(ctx);
     }
 }

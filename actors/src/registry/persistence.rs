@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use slog::{info, warn};
 use tokio::sync::oneshot;
 
-use super::{SessionEntry, SessionRegistry};
+use super::{SessionEntry, SessionRegistry, stores};
 use crate::{
     messages::{MAX_USER_ID, is_valid_session_id, unix_millis},
     store::{Keys, PersistQueue, RedisPool, RepeatGate, drive_writes, next_seq, split_stored},
@@ -146,6 +146,15 @@ impl SessionRegistry {
                                 continue;
                             }
                         };
+                        let store_dir = registry.store_root.join(&session_id);
+                        if !stores::may_start(&store_dir, record.user_id) {
+                            skipped += 1;
+                            warn!(registry.log, "Session not restored: its store belongs to another user_id."; "session_id" => &session_id);
+                            continue;
+                        }
+                        if let Err(error) = stores::claim(&store_dir, record.user_id) {
+                            warn!(registry.log, "Session store could not be claimed."; "session_id" => &session_id, "error" => %error);
+                        }
                         if registry.sessions.len() >= registry.config.max_active {
                             skipped += 1;
                             warn!(registry.log, "Session not restored: sessions.max_active reached.";

@@ -59,6 +59,10 @@ pub struct SessionConfig {
     /// How often the registry checks every session's mailbox is still open.
     #[serde(with = "humantime_serde")]
     pub watchdog_interval: Duration,
+    /// A session store (credentials) that no session has used this long is removed, so stores
+    /// left by sessions that ended without a logout do not pile up; swept hourly.
+    #[serde(with = "humantime_serde")]
+    pub leftover_store_retention: Duration,
 }
 
 impl Default for SessionConfig {
@@ -81,6 +85,7 @@ impl Default for SessionConfig {
             max_restarts: 5,
             restart_window: Duration::from_secs(600),
             watchdog_interval: Duration::from_secs(5),
+            leftover_store_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -105,6 +110,10 @@ impl SessionConfig {
             ("sessions.restart_backoff", self.restart_backoff),
             ("sessions.restart_window", self.restart_window),
             ("sessions.watchdog_interval", self.watchdog_interval),
+            (
+                "sessions.leftover_store_retention",
+                self.leftover_store_retention,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| value.is_zero()) {
             return Err(format!("{name} must be above zero"));
