@@ -97,6 +97,14 @@ pub struct HttpConfig {
     /// On SIGTERM, how long pending batches may take to reach Laravel before wasup exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How often every core actor (registry, batch queue, sink, breaker, cache, outgoing queue)
+    /// is asked whether it answers (the liveness probe; also paces systemd's `WATCHDOG=1`).
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Probes failed in a row after which wasup exits with status 1, so its supervisor
+    /// (systemd's `Restart=on-failure`) restarts it and the Redis outbox brings back what was
+    /// pending, instead of a process that answers `/health` and delivers nothing.
+    pub probe_failures: u32,
     /// Key every call but `/health` must carry in `X-Api-Key`, at least
     /// [`MIN_API_KEY_CHARS`] characters. Empty: no key, which is allowed only on a loopback
     /// address.
@@ -128,6 +136,8 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:4000".into(),
             workers: 0,
             shutdown_timeout: Duration::from_secs(20),
+            probe_interval: Duration::from_secs(5),
+            probe_failures: 3,
             api_key: String::new(),
             rate_limit_per_minute: 100,
             rate_limit_per_key_per_minute: 6000,
@@ -224,6 +234,9 @@ impl Config {
         }
         if self.http.health_cache_ttl > Duration::from_secs(10) {
             return Err("http.health_cache_ttl must be at most 10s".into());
+        }
+        if self.http.probe_interval.is_zero() || self.http.probe_failures == 0 {
+            return Err("http.probe_interval and http.probe_failures must be above zero".into());
         }
         if self.http.max_body_bytes < 1024 {
             return Err("http.max_body_bytes must be at least 1024".into());

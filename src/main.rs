@@ -1,7 +1,7 @@
 //! The `wasup` binary: parse arguments, load config, run until SIGTERM/SIGINT, shut down cleanly.
 //! Under systemd (`Type=notify`) it reports READY=1 once listening and STOPPING=1 on shutdown.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, rc::Rc, time::Duration};
 
 use clap::Parser;
 use sd_notify::NotifyState;
@@ -58,27 +58,29 @@ fn main() -> ExitCode {
         };
     }
     let (log, _log_guard) = wasup::logging::build(&config.log);
+    let probe = Probe {
+        // Under WatchdogSec=, often enough to ping at half of it.
+        every: watchdog_interval().map_or(config.http.probe_interval, |ping| {
+            ping.min(config.http.probe_interval)
+        }),
+        failures: config.http.probe_failures,
+        feeds_watchdog: watchdog_interval().is_some(),
+    };
     let system = actix_rt::System::new();
     let result = system.block_on(async {
         // Handlers first: a SIGTERM right after READY=1 must already mean a clean shutdown.
         let signal = shutdown_signal()?;
-        let wasup = Wasup::start(config, log.clone()).await?;
+        let wasup = Rc::new(Wasup::start(config, log.clone()).await?);
         let listening = format!("Listening on {}.", wasup.addr);
         notify_systemd(&log, &[NotifyState::Ready, NotifyState::Status(&listening)]);
-        let wasup = std::rc::Rc::new(wasup);
-        let watchdog = watchdog_interval().map(|every| {
-            actix_rt::spawn(feed_watchdog(
-                std::rc::Rc::clone(&wasup),
-                every,
-                log.clone(),
-            ))
-        });
-        signal.await;
-        if let Some(watchdog) = watchdog {
-            watchdog.abort();
-        }
-        let Ok(wasup) = std::rc::Rc::try_unwrap(wasup) else {
-            anyhow::bail!("the watchdog still holds wasup");
+        let mut supervision = actix_rt::spawn(supervise(Rc::clone(&wasup), probe, log.clone()));
+        let pipeline_died = tokio::select! {
+            () = signal => false,
+            _ = &mut supervision => true,
+        };
+        supervision.abort();
+        let Ok(wasup) = Rc::try_unwrap(wasup) else {
+            anyhow::bail!("the liveness probe still holds wasup");
         };
         notify_systemd(
             &log,
@@ -89,6 +91,11 @@ fn main() -> ExitCode {
         );
         let report = wasup.shutdown().await;
         info!(log, "wasup stopped."; "flushed" => report.flushed, "pending" => report.pending);
+        if pipeline_died {
+            anyhow::bail!(
+                "a core actor stopped answering; exiting so the supervisor restarts wasup"
+            );
+        }
         anyhow::Ok(())
     });
     match result {
@@ -101,45 +108,57 @@ fn main() -> ExitCode {
     }
 }
 
+/// How the pipeline's liveness is checked.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    /// Between two probes.
+    every: Duration,
+    /// Failed probes in a row that end the process.
+    failures: u32,
+    /// Send `WATCHDOG=1` after each probe that passed.
+    feeds_watchdog: bool,
+}
+
+/// Half of systemd's `WatchdogSec=` when the unit sets one: `WATCHDOG_USEC`, for this process
+/// when `WATCHDOG_PID` names one (as sd_watchdog_enabled(3) reads them).
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let for_us = std::env::var("WATCHDOG_PID")
+        .ok()
+        .is_none_or(|pid| pid.parse() == Ok(std::process::id()));
+    Some(Duration::from_micros(usec / 2)).filter(|every| for_us && !every.is_zero())
+}
+
+/// Probes every core actor each `probe.every`; feeds systemd's watchdog after each probe that
+/// passed; returns once `probe.failures` probes in a row failed (a stopped or wedged actor: the
+/// process would look alive and deliver nothing).
+async fn supervise(wasup: Rc<Wasup>, probe: Probe, log: Logger) {
+    let mut failed = 0;
+    loop {
+        if wasup.answers_probe(probe.every).await {
+            if failed > 0 {
+                info!(log, "Every core actor answers again.");
+            }
+            failed = 0;
+            if probe.feeds_watchdog {
+                notify_systemd(&log, &[NotifyState::Watchdog]);
+            }
+        } else {
+            failed += 1;
+            error!(log, "A core actor does not answer."; "failed_probes" => failed, "limit" => probe.failures);
+            if failed >= probe.failures {
+                return;
+            }
+        }
+        actix_rt::time::sleep(probe.every).await;
+    }
+}
+
 /// Tells systemd about a state change (`Type=notify`); does nothing when NOTIFY_SOCKET is unset.
 /// A failure only costs systemd's view of the service, so it is logged, not fatal.
 fn notify_systemd(log: &Logger, states: &[NotifyState]) {
     if let Err(error) = sd_notify::notify(false, states) {
         debug!(log, "Cannot notify systemd."; "error" => %error);
-    }
-}
-
-/// Half of systemd's `WatchdogSec=` when the unit sets one: `WATCHDOG_USEC`, for this process
-/// when `WATCHDOG_PID` names one (as sd_watchdog_enabled(3) reads them).
-fn watchdog_interval() -> Option<std::time::Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    let for_us = std::env::var("WATCHDOG_PID")
-        .ok()
-        .is_none_or(|pid| pid.parse() == Ok(std::process::id()));
-    Some(std::time::Duration::from_micros(usec / 2)).filter(|every| for_us && !every.is_zero())
-}
-
-/// Sends `WATCHDOG=1` every `every`, but only while the pipeline answers a probe; otherwise
-/// systemd restarts wasup once `WatchdogSec=` passes without one.
-async fn feed_watchdog(wasup: std::rc::Rc<Wasup>, every: std::time::Duration, log: Logger) {
-    let mut quiet_since: Option<std::time::Instant> = None;
-    loop {
-        if wasup.answers_probe(every / 2).await {
-            if quiet_since.take().is_some() {
-                info!(
-                    log,
-                    "The pipeline answers again; feeding systemd's watchdog."
-                );
-            }
-            notify_systemd(&log, &[NotifyState::Watchdog]);
-        } else if quiet_since.is_none() {
-            quiet_since = Some(std::time::Instant::now());
-            error!(
-                log,
-                "A core actor does not answer; no WATCHDOG=1 (systemd will restart wasup)."
-            );
-        }
-        actix_rt::time::sleep(every).await;
     }
 }
 

@@ -134,3 +134,75 @@ async fn kill_9_mid_flush_then_restart_delivers_every_accepted_latest_state() {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
 }
+
+#[actix_rt::test]
+async fn a_stopped_core_actor_ends_the_process_and_a_restart_delivers_what_was_pending() {
+    let mut env = FAST.to_vec();
+    env.extend([
+        ("WASUP__HTTP__PROBE_INTERVAL", "100ms"),
+        ("WASUP__HTTP__PROBE_FAILURES", "3"),
+        ("WASUP__HTTP__SHUTDOWN_TIMEOUT", "1s"),
+    ]);
+    for actor in ["batch", "sink", "cache", "breaker"] {
+        let laravel = Laravel::start().await;
+        laravel.set_behaviour(Behaviour::Fail(503));
+        let redis = RedisServer::start();
+        let data_dir =
+            std::env::temp_dir().join(format!("wasup-halt-{}-{actor}", std::process::id()));
+        let client = awc::Client::default();
+        let mut first = Running::spawn(free_port(), &laravel.url, &redis.url(), &data_dir, &env);
+        let base = first.base.clone();
+        wait_until("first run healthy", PATIENCE, || async {
+            get(&client, format!("{base}/health")).await["status"] == "ok"
+        })
+        .await;
+        let (status, body) = call(
+            &client,
+            Method::POST,
+            format!("{base}/start"),
+            Some(json!({"user_id": 1})),
+        )
+        .await
+        .expect("start");
+        assert_eq!(status, 201);
+        let session_id = body["session_id"].as_str().expect("id").to_string();
+        wait_until("its QR waits in the outbox", PATIENCE, || async {
+            let health = get(&client, format!("{base}/health")).await;
+            let metrics = get(&client, format!("{base}/metrics/batch")).await;
+            health["outbox"]["unwritten"] == 0 && metrics["qr"]["pending"].as_u64() >= Some(1)
+        })
+        .await;
+
+        let (status, _) = call(
+            &client,
+            Method::POST,
+            format!("{base}/simulate/halt"),
+            Some(json!({"actor": actor})),
+        )
+        .await
+        .expect("halt");
+        assert_eq!(status, 202);
+        let started = std::time::Instant::now();
+        let exit = loop {
+            if let Some(exit) = first.child.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{actor}: the process must not live on without it"
+            );
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            exit.code(),
+            Some(1),
+            "{actor}: a failure, for the supervisor to restart"
+        );
+
+        laravel.set_behaviour(Behaviour::Store);
+        let second = Running::spawn(free_port(), &laravel.url, &redis.url(), &data_dir, &env);
+        laravel.wait_qr(&session_id).await;
+        drop(second);
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+}

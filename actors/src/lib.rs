@@ -30,6 +30,7 @@ pub mod cache;
 pub mod crash;
 pub mod dispatch;
 pub mod engine;
+pub mod halt;
 pub mod messages;
 pub mod qr_image;
 pub mod registry;

@@ -125,7 +125,8 @@ pub fn configure(
             .service(
                 resource("/sessions/{id}/simulate/fail-messages")
                     .route(web::post().to(simulate::fail_messages)),
-            );
+            )
+            .service(resource("/simulate/halt").route(web::post().to(simulate::halt)));
         }
         cfg.default_service(web::to(no_route));
     }

@@ -77,7 +77,7 @@ impl Modify for GuardAnswers {
         qr::current_qr, qr::pair_code, messages::send, messages::status,
         dead_letters::list, dead_letters::replay,
         simulate::scan, simulate::disconnect, simulate::crash, simulate::fail_messages,
-        simulate::message,
+        simulate::message, simulate::halt,
     ),
     components(schemas(schema::ErrorBody)),
     modifiers(&ApiKeyScheme, &GuardAnswers),

@@ -152,3 +152,40 @@ pub async fn fail_messages(
     let action = SimulatedAction::FailMessages { count: body.count };
     apply(&state, id.into_inner(), SimulateCommand::Engine(action)).await
 }
+
+/// `POST /simulate/halt` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaltRequest {
+    /// `batch`, `sink`, `cache` or `breaker`.
+    actor: String,
+}
+
+#[utoipa::path(post, path = "/simulate/halt", tag = "simulate", request_body = HaltRequest, responses((status = 202, description = "The core actor stops; the liveness probe ends the process after http.probe_failures probes", body = HaltAnswer), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
+/// `POST /simulate/halt {"actor":"batch"}`: stops a core actor, as a crash would.
+pub async fn halt(
+    state: web::Data<AppState>,
+    body: web::Json<HaltRequest>,
+) -> Result<HttpResponse, ApiError> {
+    use wasup_actors::halt::Halt;
+    let actor = body.into_inner().actor;
+    match actor.as_str() {
+        "batch" => state.batch.do_send(Halt),
+        "sink" => state.sink.do_send(Halt),
+        "cache" => state.cache.do_send(Halt),
+        "breaker" => state.breaker.do_send(Halt),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "actor must be one of batch, sink, cache, breaker".into(),
+            ));
+        }
+    }
+    Ok(HttpResponse::Accepted().json(HaltAnswer { halted: actor }))
+}
+
+/// `POST /simulate/halt`'s answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct HaltAnswer {
+    /// The actor told to stop.
+    halted: String,
+}
