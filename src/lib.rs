@@ -18,7 +18,7 @@ use wasup_actors::{
     breaker::CircuitBreaker,
     cache::{CacheActor, LaravelStatusLookup},
     crash::install_panic_hook,
-    dispatch::MessageDispatcher,
+    dispatch::{MessageDispatcher, OutgoingStore},
     registry::{FlushRegistry, RegistryLinks, SessionRegistry, SessionStore, StopAllSessions},
     sink::LaravelSink,
     store::{Keys, PersistQueue, RedisPool},
@@ -137,8 +137,13 @@ impl Wasup {
                 .collect(),
         };
         let registry = SessionRegistry::new(config.sessions.clone(), links, log.clone()).start();
-        let dispatcher =
-            MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone()).start();
+        let mut dispatcher =
+            MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone());
+        if let Some(pool) = &redis {
+            dispatcher =
+                dispatcher.with_store(OutgoingStore::new(pool.clone(), &keys, journal(pool)));
+        }
+        let dispatcher = dispatcher.start();
         let state = AppState {
             dispatcher,
             registry,

@@ -78,7 +78,11 @@ fn main() -> ExitCode {
             () = signal => false,
             _ = &mut supervision => true,
         };
-        supervision.abort();
+        if !pipeline_died {
+            // Wait until the aborted task is dropped, with its share of `wasup`.
+            supervision.abort();
+            let _ = supervision.await;
+        }
         let Ok(wasup) = Rc::try_unwrap(wasup) else {
             anyhow::bail!("the liveness probe still holds wasup");
         };

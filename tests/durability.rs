@@ -443,3 +443,61 @@ async fn a_message_an_older_release_stored_under_its_old_key_is_delivered_and_th
     })
     .await;
 }
+
+#[actix_rt::test]
+async fn an_accepted_outgoing_message_survives_a_restart_and_its_text_leaves_redis_once_sent() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let mut first_config = config.clone();
+    // The first attempt fails and the retry would come only much later: the restart comes first.
+    first_config.messages.backoff_base = Duration::from_secs(3600);
+    first_config.messages.backoff_max = Duration::from_secs(3600);
+    let mut first_run = TestWasup::start(first_config).await;
+    let session_id = first_run.start_session(1).await;
+    laravel.wait_qr(&session_id).await;
+    first_run.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    first_run
+        .post(
+            &format!("/sessions/{session_id}/simulate/fail-messages"),
+            &serde_json::json!({"count": 1}),
+        )
+        .await;
+    let (status, record) = first_run
+        .post(
+            &format!("/sessions/{session_id}/messages"),
+            &serde_json::json!({"to": "5215500000000", "text": "sobrevive al reinicio"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{record}");
+    let message_id = record["message_id"].as_str().expect("id").to_string();
+    let stored = || redis.query(&format!("HGET wasup:outgoing {message_id}"));
+    assert!(
+        stored().is_some_and(|value| value.contains("sobrevive al reinicio")),
+        "in Redis with its text before the 202"
+    );
+    let path = format!("/sessions/{session_id}/messages/{message_id}");
+    wait_until("the first attempt failed", PATIENCE, || async {
+        first_run.get(&path).await.1["state"] == "retrying"
+    })
+    .await;
+    assert!(first_run.shutdown().await.flushed);
+
+    let second_run = TestWasup::start(config).await;
+    wait_until(
+        "taken back and sent after the restart",
+        PATIENCE,
+        || async { second_run.get(&path).await.1["state"] == "sent" },
+    )
+    .await;
+    assert_eq!(
+        second_run.inspect(&session_id).await["actor"]["messages_sent"],
+        1
+    );
+    wait_until("its text left Redis", PATIENCE, || async {
+        stored().is_some_and(|value| value.contains("\"sent\"") && !value.contains("sobrevive"))
+    })
+    .await;
+}

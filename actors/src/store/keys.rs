@@ -52,6 +52,11 @@ impl Keys {
         format!("{}wasup:dead_letters", self.prefix)
     }
 
+    /// Hash of outgoing messages: message id → `seq|record` (text only until sent or given up).
+    pub fn outgoing(&self) -> String {
+        format!("{}wasup:outgoing", self.prefix)
+    }
+
     /// Hash of sessions to restore: session → JSON record (never expires).
     pub fn sessions(&self) -> String {
         format!("{}wasup:sessions", self.prefix)

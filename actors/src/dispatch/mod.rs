@@ -2,6 +2,12 @@
 //! once on this node; a failed send is retried with exponential backoff up to `retries` times,
 //! each attempt bounded by `timeout`; the outcome of every message can be asked by its id.
 //! Bounded: at most `max_queued` messages wait, and at most `max_remembered` outcomes are kept.
+//! Durable with Redis ([`OutgoingStore`]): a message is accepted only once it is stored, and a
+//! restart takes back every message not finished. A text is kept only until its message is sent
+//! or given up.
+
+mod config;
+mod store;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -10,72 +16,21 @@ use std::{
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
-use slog::{Logger, debug};
+
+pub use config::MessagesConfig;
+use slog::{Logger, debug, info, warn};
+pub use store::OutgoingStore;
 
 use crate::{
     messages::{SessionId, unix_millis},
     registry::{LookupSession, RegistryError, SessionRegistry},
     session::{SendText, SessionError},
     sink::backoff_delay,
+    store::drive_writes,
 };
 
-/// The `[messages]` settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MessagesConfig {
-    /// Sends running at once on this node.
-    pub max_concurrent: usize,
-    /// Retries of a failed send.
-    pub retries: u32,
-    /// First retry delay; doubles each retry, jittered.
-    #[serde(with = "humantime_serde")]
-    pub backoff_base: Duration,
-    /// Cap on the retry delay.
-    #[serde(with = "humantime_serde")]
-    pub backoff_max: Duration,
-    /// Time one send may take.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Messages waiting at most; more are refused (503).
-    pub max_queued: usize,
-    /// Outcomes remembered for `GET /sessions/{id}/messages/{mid}`.
-    pub max_remembered: usize,
-}
-
-impl Default for MessagesConfig {
-    fn default() -> Self {
-        Self {
-            max_concurrent: 20,
-            retries: 5,
-            backoff_base: Duration::from_secs(3),
-            backoff_max: Duration::from_secs(120),
-            timeout: Duration::from_secs(45),
-            max_queued: 10_000,
-            max_remembered: 50_000,
-        }
-    }
-}
-
-impl MessagesConfig {
-    /// Checks the values, naming the field at fault.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_concurrent == 0 || self.max_queued == 0 || self.max_remembered == 0 {
-            return Err(
-                "messages.max_concurrent, max_queued and max_remembered must be at least 1".into(),
-            );
-        }
-        if self.timeout.is_zero() || self.backoff_base.is_zero() {
-            return Err("messages.timeout and messages.backoff_base must be above zero".into());
-        }
-        if self.backoff_max < self.backoff_base {
-            return Err("messages.backoff_max must be at least messages.backoff_base".into());
-        }
-        Ok(())
-    }
-}
-
 /// Where a message is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageState {
     /// Waiting for a free sender.
@@ -139,6 +94,9 @@ pub enum DispatchError {
     /// `max_queued` reached.
     #[error("the message queue is full ({0} waiting)")]
     QueueFull(usize),
+    /// Redis did not take the message: accepting it would risk losing it on a restart.
+    #[error("the message could not be stored ({0}); try again")]
+    NotStored(String),
 }
 
 /// The dispatcher actor.
@@ -157,6 +115,8 @@ pub struct MessageDispatcher {
     retrying: usize,
     /// Counters.
     stats: DispatchStats,
+    /// The Redis copy of every message; `None` when Redis is disabled (memory only).
+    store: Option<OutgoingStore>,
     /// Logger.
     log: Logger,
 }
@@ -172,8 +132,109 @@ impl MessageDispatcher {
             finished: VecDeque::new(),
             retrying: 0,
             stats: DispatchStats::default(),
+            store: None,
             log,
         }
+    }
+
+    /// Keeps every message in `store` and takes back, on start, those an earlier run left.
+    pub fn with_store(mut self, store: OutgoingStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Queues the Redis write of `message_id`'s record and writes.
+    fn save(&mut self, message_id: &str, ctx: &mut Context<Self>) {
+        if let (Some(store), Some(record)) = (&mut self.store, self.records.get(message_id)) {
+            store.record(record);
+            self.persist(ctx);
+        }
+    }
+
+    fn persist(&mut self, ctx: &mut Context<Self>) {
+        drive_writes(
+            self,
+            ctx,
+            |actor| actor.store.as_mut().map(|store| &mut store.queue),
+            |actor, _, error| {
+                if let (Some(error), Some(store)) = (error, &actor.store)
+                    && store.queue.failed_writes.is_power_of_two()
+                {
+                    warn!(actor.log, "Outgoing message write to Redis failed; retrying."; "error" => %error);
+                }
+            },
+        );
+    }
+
+    /// Takes back what an earlier run left: unfinished messages are queued again (their text
+    /// kept), finished ones are remembered. Retries until Redis answers.
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let Some(store) = &self.store else { return };
+        if store.loaded {
+            return;
+        }
+        store
+            .load()
+            .into_actor(self)
+            .map(|loaded, actor, ctx| match loaded {
+                Ok(records) => {
+                    if let Some(store) = &mut actor.store {
+                        store.loaded = true;
+                    }
+                    let mut requeued = 0usize;
+                    for mut record in records {
+                        if actor.records.contains_key(&record.message_id) {
+                            continue;
+                        }
+                        let id = record.message_id.clone();
+                        let finished =
+                            matches!(record.state, MessageState::Sent | MessageState::Failed);
+                        if !finished {
+                            record.state = MessageState::Queued;
+                            actor.ready.push_back(id.clone());
+                            requeued += 1;
+                        }
+                        actor.records.insert(id.clone(), record);
+                        if finished {
+                            actor.remember_finished(id, ctx);
+                        }
+                    }
+                    if requeued > 0 {
+                        info!(actor.log, "Outgoing messages taken back from Redis."; "queued" => requeued);
+                    }
+                    actor.pump(ctx);
+                }
+                Err(error) => {
+                    let held_back = actor
+                        .store
+                        .as_mut()
+                        .and_then(|store| store.unreadable_log.pass(std::time::Instant::now()));
+                    if let Some(held_back) = held_back {
+                        warn!(actor.log, "Outgoing messages not readable yet (Redis down?); retrying every second, saying so once a minute.";
+                            "error" => %error, "attempts_since_last_said" => held_back);
+                    }
+                    ctx.run_later(Duration::from_secs(1), Self::load);
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Keeps a finished message's record (its text dropped), forgetting the oldest past
+    /// `max_remembered`.
+    fn remember_finished(&mut self, message_id: String, ctx: &mut Context<Self>) {
+        if let Some(record) = self.records.get_mut(&message_id) {
+            record.text = String::new();
+        }
+        self.finished.push_back(message_id);
+        while self.finished.len() > self.config.max_remembered {
+            if let Some(oldest) = self.finished.pop_front() {
+                self.records.remove(&oldest);
+                if let Some(store) = &mut self.store {
+                    store.forget(&oldest);
+                }
+            }
+        }
+        self.persist(ctx);
     }
 
     /// Starts sends while there is room.
@@ -189,6 +250,9 @@ impl MessageDispatcher {
             record.attempts += 1;
             record.updated_at = unix_millis();
             self.stats.active += 1;
+            if let Some(store) = &mut self.store {
+                store.record(record);
+            }
             let registry = self.registry.clone();
             let (session_id, to, text) = (
                 record.session_id.clone(),
@@ -196,6 +260,7 @@ impl MessageDispatcher {
                 record.text.clone(),
             );
             let timeout = self.config.timeout;
+            self.persist(ctx);
             async move { send(registry, session_id, to, text, timeout).await }
                 .into_actor(self)
                 .map(move |outcome, actor, ctx| {
@@ -228,6 +293,7 @@ impl MessageDispatcher {
                     record.attempts - 1,
                 );
                 let message_id = message_id.to_string();
+                self.save(&message_id, ctx);
                 self.retrying += 1;
                 ctx.run_later(delay, move |actor, ctx| {
                     actor.retrying -= 1;
@@ -243,12 +309,12 @@ impl MessageDispatcher {
                 self.stats.failed += 1;
             }
         }
-        self.finished.push_back(message_id.to_string());
-        while self.finished.len() > self.config.max_remembered {
-            if let Some(oldest) = self.finished.pop_front() {
-                self.records.remove(&oldest);
-            }
+        if let Some(record) = self.records.get_mut(message_id) {
+            // Sent or given up: the text is no longer needed, in memory or in Redis.
+            record.text = String::new();
         }
+        self.save(message_id, ctx);
+        self.remember_finished(message_id.to_string(), ctx);
     }
 }
 
@@ -290,6 +356,10 @@ async fn send(
 
 impl Actor for MessageDispatcher {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.load(ctx);
+    }
 }
 
 /// Queues a text message.
@@ -305,13 +375,13 @@ pub struct QueueMessage {
 }
 
 impl Handler<QueueMessage> for MessageDispatcher {
-    type Result = Result<MessageRecord, DispatchError>;
+    type Result = ResponseActFuture<Self, Result<MessageRecord, DispatchError>>;
 
-    fn handle(&mut self, queue: QueueMessage, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, queue: QueueMessage, _: &mut Context<Self>) -> Self::Result {
         let waiting = self.ready.len() + self.retrying + self.stats.active;
         if waiting >= self.config.max_queued {
             self.stats.refused += 1;
-            return Err(DispatchError::QueueFull(waiting));
+            return Box::pin(actix::fut::ready(Err(DispatchError::QueueFull(waiting))));
         }
         let now = unix_millis();
         let record = MessageRecord {
@@ -326,11 +396,29 @@ impl Handler<QueueMessage> for MessageDispatcher {
             updated_at: now,
             text: queue.text,
         };
-        self.records
-            .insert(record.message_id.clone(), record.clone());
-        self.ready.push_back(record.message_id.clone());
-        self.pump(ctx);
-        Ok(record)
+        // Accepted only once Redis holds it (when Redis is in use): a 202 must survive a restart.
+        let stored = self.store.as_ref().map(|store| store.accept(&record));
+        Box::pin(
+            async move {
+                match stored {
+                    Some(stored) => stored.await.map_err(|error| error.to_string()),
+                    None => Ok(()),
+                }
+            }
+            .into_actor(self)
+            .map(move |stored, actor, ctx| {
+                if let Err(error) = stored {
+                    actor.stats.refused += 1;
+                    return Err(DispatchError::NotStored(error));
+                }
+                actor
+                    .records
+                    .insert(record.message_id.clone(), record.clone());
+                actor.ready.push_back(record.message_id.clone());
+                actor.pump(ctx);
+                Ok(record)
+            }),
+        )
     }
 }
 
