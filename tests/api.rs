@@ -268,12 +268,23 @@ async fn queued_messages_are_sent_retried_and_reported() {
         )
         .await;
     let retried = send("otra vez").await;
+    let chosen_id = state_of(retried.clone()).await["whatsapp_id"].clone();
+    assert!(
+        chosen_id
+            .as_str()
+            .is_some_and(|id| id.len() == 22 && id.starts_with("3EB0")),
+        "the WhatsApp id is chosen before the first attempt: {chosen_id}"
+    );
     common::wait_until("sent after retries", common::PATIENCE, || async {
         state_of(retried.clone()).await["state"] == "sent"
     })
     .await;
     let record = state_of(retried.clone()).await;
     assert_eq!(record["attempts"], 3);
+    assert_eq!(
+        record["whatsapp_id"], chosen_id,
+        "every retry carried the same id, the one it was sent under"
+    );
     assert!(
         record["last_error"]
             .as_str()

@@ -224,11 +224,14 @@ pub trait Engine {
         };
         Box::pin(futures_util::future::ready(Err(error)))
     }
-    /// Sends a text message; answers WhatsApp's message id.
+    /// Sends a text message under WhatsApp message id `id` (chosen once per message, so a retry
+    /// after a timeout carries the same id and WhatsApp and the recipient see one message);
+    /// answers the id it went under.
     fn send_text(
         &mut self,
         to: &str,
         text: &str,
+        id: &str,
     ) -> LocalBoxFuture<'static, Result<String, EngineError>>;
     /// Applies a test hook; only the simulated engine accepts them.
     fn simulate(&mut self, action: SimulatedAction) -> Result<(), EngineError> {

@@ -304,6 +304,7 @@ impl Engine for SimulatedEngine {
         &mut self,
         to: &str,
         _text: &str,
+        id: &str,
     ) -> LocalBoxFuture<'static, Result<String, EngineError>> {
         let answer = if self.connection.is_none() || !self.credentials.is_paired() {
             Err(EngineError::Failed("not connected".into()))
@@ -313,7 +314,7 @@ impl Engine for SimulatedEngine {
                 "simulated send failure to {to}"
             )))
         } else {
-            Ok(format!("3EB0{:016X}", fastrand::u64(..)))
+            Ok(id.to_string())
         };
         Box::pin(ready(answer))
     }

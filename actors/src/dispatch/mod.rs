@@ -60,7 +60,8 @@ pub struct MessageRecord {
     pub attempts: u32,
     /// The last failure.
     pub last_error: Option<String>,
-    /// WhatsApp's id, once sent.
+    /// Its WhatsApp message id, chosen when it is queued and carried by every attempt, so a
+    /// retry after a timeout is the same message to WhatsApp and to the recipient.
     pub whatsapp_id: Option<String>,
     /// Creation time, ms since the epoch.
     pub created_at: u64,
@@ -254,6 +255,10 @@ impl MessageDispatcher {
                 store.record(record);
             }
             let registry = self.registry.clone();
+            let id = record
+                .whatsapp_id
+                .get_or_insert_with(new_whatsapp_message_id)
+                .clone();
             let (session_id, to, text) = (
                 record.session_id.clone(),
                 record.to.clone(),
@@ -261,7 +266,7 @@ impl MessageDispatcher {
             );
             let timeout = self.config.timeout;
             self.persist(ctx);
-            async move { send(registry, session_id, to, text, timeout).await }
+            async move { send(registry, session_id, SendText { to, text, id }, timeout).await }
                 .into_actor(self)
                 .map(move |outcome, actor, ctx| {
                     actor.stats.active -= 1;
@@ -328,11 +333,20 @@ enum SendOutcome {
     Final(String),
 }
 
+/// A WhatsApp message id in WhatsApp Web's current shape: `3EB0` and 18 upper-case hex digits
+/// (WhatsApp Web hashes time, account and randomness; random bytes cannot be told apart).
+pub fn new_whatsapp_message_id() -> String {
+    let mut id = String::from("3EB0");
+    for _ in 0..9 {
+        id.push_str(&format!("{:02X}", fastrand::u8(..)));
+    }
+    id
+}
+
 async fn send(
     registry: Addr<SessionRegistry>,
     session_id: SessionId,
-    to: String,
-    text: String,
+    message: SendText,
     timeout: Duration,
 ) -> SendOutcome {
     let session = match registry.send(LookupSession { session_id }).await {
@@ -343,7 +357,7 @@ async fn send(
         Ok(Err(error)) => return SendOutcome::Retryable(error.to_string()),
         Err(error) => return SendOutcome::Retryable(error.to_string()),
     };
-    match session.send(SendText { to, text }).timeout(timeout).await {
+    match session.send(message).timeout(timeout).await {
         Ok(Ok(whatsapp_id)) => SendOutcome::Sent(whatsapp_id),
         Ok(Err(SessionError::Closing)) => SendOutcome::Final("the session closed".into()),
         Ok(Err(error)) => SendOutcome::Retryable(error.to_string()),
@@ -391,7 +405,7 @@ impl Handler<QueueMessage> for MessageDispatcher {
             state: MessageState::Queued,
             attempts: 0,
             last_error: None,
-            whatsapp_id: None,
+            whatsapp_id: Some(new_whatsapp_message_id()),
             created_at: now,
             updated_at: now,
             text: queue.text,

@@ -162,6 +162,8 @@ pub struct SendText {
     pub to: String,
     /// The text.
     pub text: String,
+    /// Its WhatsApp message id, the same on every attempt.
+    pub id: String,
 }
 
 impl Handler<SendText> for SessionActor {
@@ -172,7 +174,9 @@ impl Handler<SendText> for SessionActor {
             let state = self.state.as_str();
             return Box::pin(actix::fut::ready(Err(SessionError::NotConnected(state))));
         }
-        let sending = self.engine.send_text(&message.to, &message.text);
+        let sending = self
+            .engine
+            .send_text(&message.to, &message.text, &message.id);
         Box::pin(sending.into_actor(self).map(|sent, actor, _| {
             let id = sent?;
             actor.messages_sent += 1;

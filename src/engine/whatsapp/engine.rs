@@ -17,7 +17,7 @@ use wasup_actors::engine::{Engine, EngineError, EngineSpec, EventSender};
 use whatsapp_rust::{
     Jid,
     pair_code::PairCodeOptions,
-    prelude::{Bot, BotHandle, Client, SqliteStore},
+    prelude::{Bot, BotHandle, Client, MessageBuilderExt, SendOptions, SqliteStore, wa},
     transport::TokioWebSocketTransportFactory,
 };
 
@@ -299,6 +299,7 @@ impl Engine for WhatsAppEngine {
         &mut self,
         to: &str,
         text: &str,
+        id: &str,
     ) -> LocalBoxFuture<'static, Result<String, EngineError>> {
         let client = match self.client() {
             Ok(client) => client,
@@ -310,12 +311,13 @@ impl Engine for WhatsAppEngine {
             format!("{to}@s.whatsapp.net")
         };
         let text = text.to_string();
+        let options = SendOptions::default().with_message_id(id);
         self.on_runtime(async move {
             let jid: Jid = recipient.parse().map_err(|error| {
                 EngineError::Failed(format!("bad recipient {recipient}: {error}"))
             })?;
             client
-                .send_text(jid, text)
+                .send_message_with_options(jid, wa::Message::text(text), options)
                 .await
                 .map(|sent| sent.message_id)
                 .map_err(|error| EngineError::Failed(format!("send failed: {error}")))
