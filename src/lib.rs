@@ -138,7 +138,8 @@ impl Wasup {
         };
         let registry = SessionRegistry::new(config.sessions.clone(), links, log.clone()).start();
         let mut dispatcher =
-            MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone());
+            MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone())
+                .with_outcomes_to(batch.clone());
         if let Some(pool) = &redis {
             dispatcher =
                 dispatcher.with_store(OutgoingStore::new(pool.clone(), &keys, journal(pool)));

@@ -316,6 +316,36 @@ async fn queued_messages_are_sent_retried_and_reported() {
     assert_eq!(health["queues"]["messageQueue"]["completed"], 2);
     assert_eq!(health["queues"]["messageQueue"]["failed"], 1);
 
+    // Laravel hears every outcome in the messages lane.
+    let outcome_of = |message_id: &str| {
+        laravel
+            .messages_of(&session_id)
+            .into_iter()
+            .find(|item| item["direction"] == "outgoing" && item["message_id"] == message_id)
+    };
+    common::wait_until(
+        "Laravel has the three outcomes",
+        common::PATIENCE,
+        || async {
+            [&first, &retried, &doomed]
+                .iter()
+                .all(|id| outcome_of(id).is_some())
+        },
+    )
+    .await;
+    let sent = outcome_of(&retried).expect("outcome");
+    assert_eq!(sent["state"], "sent");
+    assert_eq!(sent["whatsapp_id"], chosen_id);
+    assert_eq!(sent["to"], "5215500000000@s.whatsapp.net");
+    assert!(sent.get("text").is_none(), "no text goes back to Laravel");
+    let failed = outcome_of(&doomed).expect("outcome");
+    assert_eq!(failed["state"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("simulated send failure"))
+    );
+
     let (status, _) = wasup
         .get(&format!("/sessions/{session_id}/messages/unknown"))
         .await;

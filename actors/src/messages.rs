@@ -119,6 +119,43 @@ pub enum Payload {
     },
     /// A message the session received.
     Message(IncomingMessage),
+    /// What became of a message Laravel asked wasup to send (messages lane too).
+    Outgoing(OutgoingOutcome),
+}
+
+/// Marks an outgoing outcome on the wire (`"direction":"outgoing"`); incoming messages have none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// A message wasup sent for Laravel.
+    Outgoing,
+}
+
+/// How an outgoing message ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutgoingState {
+    /// WhatsApp took it.
+    Sent,
+    /// Given up after its retries (or its session is gone).
+    Failed,
+}
+
+/// The outcome of an outgoing message, as Laravel gets it in the messages lane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingOutcome {
+    /// Always `outgoing`.
+    pub direction: Direction,
+    /// wasup's id of the message (what `POST /sessions/{id}/messages` answered).
+    pub message_id: String,
+    /// `sent` or `failed`.
+    pub state: OutgoingState,
+    /// Its WhatsApp message id.
+    pub whatsapp_id: Option<String>,
+    /// The recipient's JID.
+    pub to: String,
+    /// Why it failed, when it did (at most 500 characters).
+    pub error: Option<String>,
 }
 
 /// A WhatsApp message a session received, as Laravel gets it.
@@ -158,7 +195,7 @@ impl OutboundItem {
         match self.payload {
             Payload::Qr { .. } => Lane::Qr,
             Payload::Status { .. } => Lane::Status,
-            Payload::Message(_) => Lane::Message,
+            Payload::Message(_) | Payload::Outgoing(_) => Lane::Message,
         }
     }
 
@@ -166,7 +203,7 @@ impl OutboundItem {
     pub fn expires_at(&self) -> Option<u64> {
         match self.payload {
             Payload::Qr { expires_at, .. } => Some(expires_at),
-            Payload::Status { .. } | Payload::Message(_) => None,
+            Payload::Status { .. } | Payload::Message(_) | Payload::Outgoing(_) => None,
         }
     }
 
@@ -175,6 +212,7 @@ impl OutboundItem {
     pub fn ack_id(&self) -> &str {
         match &self.payload {
             Payload::Message(message) => &message.message_id,
+            Payload::Outgoing(outcome) => &outcome.message_id,
             Payload::Qr { .. } | Payload::Status { .. } => &self.session_id,
         }
     }
@@ -188,12 +226,17 @@ impl OutboundItem {
                 "{}/{}/{}/{}",
                 self.session_id, message.to, message.from, message.message_id
             ),
+            // The latest outcome of an outgoing message replaces an earlier one.
+            Payload::Outgoing(outcome) => {
+                format!("{}/outgoing/{}", self.session_id, outcome.message_id)
+            }
             Payload::Qr { .. } | Payload::Status { .. } => self.session_id.clone(),
         }
     }
 }
 
-/// A session received a message to forward (each one delivered, none coalesced).
+/// A messages-lane item to forward: a message a session received (each one delivered, none
+/// coalesced), or the outcome of an outgoing message.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct MessageReceived {

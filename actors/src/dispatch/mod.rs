@@ -22,7 +22,11 @@ use slog::{Logger, debug, info, warn};
 pub use store::OutgoingStore;
 
 use crate::{
-    messages::{SessionId, unix_millis},
+    batch::BatchActor,
+    messages::{
+        Direction, MessageReceived, OutboundItem, OutgoingOutcome, OutgoingState, Payload,
+        SessionId, unix_millis,
+    },
     registry::{LookupSession, RegistryError, SessionRegistry},
     session::{SendText, SessionError},
     sink::backoff_delay,
@@ -118,6 +122,8 @@ pub struct MessageDispatcher {
     stats: DispatchStats,
     /// The Redis copy of every message; `None` when Redis is disabled (memory only).
     store: Option<OutgoingStore>,
+    /// Where each message's outcome (sent, failed) goes, for Laravel's messages lane.
+    outcomes: Option<Addr<BatchActor>>,
     /// Logger.
     log: Logger,
 }
@@ -134,8 +140,46 @@ impl MessageDispatcher {
             retrying: 0,
             stats: DispatchStats::default(),
             store: None,
+            outcomes: None,
             log,
         }
+    }
+
+    /// Tells Laravel (through `batch`, in the messages lane) what became of every message.
+    pub fn with_outcomes_to(mut self, batch: Addr<BatchActor>) -> Self {
+        self.outcomes = Some(batch);
+        self
+    }
+
+    /// Hands a finished message's outcome to the batch queue.
+    fn report_outcome(&self, record: &MessageRecord) {
+        let (Some(batch), Some(state)) = (&self.outcomes, outcome_state(record.state)) else {
+            return;
+        };
+        let to = if record.to.contains('@') {
+            record.to.clone()
+        } else {
+            format!("{}@s.whatsapp.net", record.to)
+        };
+        let outcome = OutgoingOutcome {
+            direction: Direction::Outgoing,
+            message_id: record.message_id.clone(),
+            state,
+            whatsapp_id: record.whatsapp_id.clone(),
+            to,
+            error: (state == OutgoingState::Failed)
+                .then(|| record.last_error.clone())
+                .flatten()
+                .map(|error| error.chars().take(MAX_OUTCOME_ERROR_CHARS).collect()),
+        };
+        batch.do_send(MessageReceived {
+            item: OutboundItem {
+                session_id: record.session_id.clone(),
+                payload: Payload::Outgoing(outcome),
+                user_id: None,
+                timestamp: record.updated_at,
+            },
+        });
     }
 
     /// Keeps every message in `store` and takes back, on start, those an earlier run left.
@@ -318,6 +362,9 @@ impl MessageDispatcher {
             // Sent or given up: the text is no longer needed, in memory or in Redis.
             record.text = String::new();
         }
+        if let Some(record) = self.records.get(message_id) {
+            self.report_outcome(record);
+        }
         self.save(message_id, ctx);
         self.remember_finished(message_id.to_string(), ctx);
     }
@@ -331,6 +378,18 @@ enum SendOutcome {
     Retryable(String),
     /// Not worth retrying (the session is gone).
     Final(String),
+}
+
+/// Longest failure reason sent to Laravel with an outcome.
+const MAX_OUTCOME_ERROR_CHARS: usize = 500;
+
+/// The outcome Laravel hears for a finished message (`None` while it is not finished).
+fn outcome_state(state: MessageState) -> Option<OutgoingState> {
+    match state {
+        MessageState::Sent => Some(OutgoingState::Sent),
+        MessageState::Failed => Some(OutgoingState::Failed),
+        MessageState::Queued | MessageState::Sending | MessageState::Retrying => None,
+    }
 }
 
 /// A WhatsApp message id in WhatsApp Web's current shape: `3EB0` and 18 upper-case hex digits
