@@ -65,12 +65,22 @@ pub fn owner_of(dir: &Path) -> io::Result<StoreOwner> {
 /// Binds the store at `dir` to `user_id` (creating the directory, private to wasup's user) and
 /// marks it used now.
 pub fn claim(dir: &Path, user_id: Option<u64>) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::{
+        io::Write,
+        os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    fs::write(dir.join(OWNER_FILE), owner_text(user_id))
+    // Private like the credentials beside it.
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.join(OWNER_FILE))?
+        .write_all(owner_text(user_id).as_bytes())
 }
 
 /// Whether `user_id` may start the session whose store is at `dir`.
