@@ -88,7 +88,7 @@ final class BatchPayload
     public static function single(Request $request, Lane $lane): Batch
     {
         $body = self::decode($request);
-        $validator = Validator::make($body, $lane->fields);
+        $validator = Validator::make($body, $lane->rules($body));
         if ($validator->fails()) {
             Responses::abort(422, 'The given data was invalid.', [
                 'errors' => $validator->errors()->toArray(),
@@ -176,7 +176,7 @@ final class BatchPayload
      */
     private static function reason(array $item, Lane $lane): ?string
     {
-        $validator = Validator::make($item, $lane->fields);
+        $validator = Validator::make($item, $lane->rules($item));
         if (!$validator->fails()) {
             return null;
         }

@@ -15,6 +15,9 @@ final class Settings
     /** Table holding incoming messages, one row per (session_id, message_id, recipient, sender). */
     public const MESSAGES_TABLE = 'whatsapp_messages';
 
+    /** Table holding the outcome of each outgoing message, one row per (session_id, message_id). */
+    public const OUTGOING_MESSAGES_TABLE = 'whatsapp_outgoing_messages';
+
     /** Table holding processed requests: idempotency keys and used signatures. */
     public const REQUESTS_TABLE = 'wasup_requests';
 
