@@ -485,6 +485,8 @@ async fn an_accepted_outgoing_message_survives_a_restart_and_its_text_leaves_red
     .await;
     assert!(first_run.shutdown().await.flushed);
 
+    // Enough retries to cover the restored session's reconnection, however slow the machine.
+    config.messages.retries = 50;
     let second_run = TestWasup::start(config).await;
     wait_until(
         "taken back and sent after the restart",

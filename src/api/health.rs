@@ -141,6 +141,8 @@ pub async fn batch_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
         "maxItems": batch.max_items,
         "backlogItems": batch.backlog_items,
         "budget": batch.budget,
+        "deadLetters": batch.dead_letters,
+        "outbox": batch.outbox,
         "sink": sink,
     })))
 }

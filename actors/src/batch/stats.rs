@@ -27,6 +27,11 @@ impl BatchActor {
                 replayed: self.dead_letters.replayed,
             },
             outbox: self.outbox.as_ref().map(|outbox| OutboxStats {
+                write_delay_ms: WriteDelayFigures {
+                    last: outbox.queue.delays.last_ms,
+                    max: outbox.queue.delays.max_ms,
+                    p99: outbox.queue.delays.quantile_ms(0.99),
+                },
                 unwritten: outbox.queue.unwritten(),
                 written: outbox.queue.written,
                 failed_writes: outbox.queue.failed_writes,
@@ -51,9 +56,22 @@ pub struct DeadLetterStats {
     pub replayed: u64,
 }
 
+/// How long accepted changes waited to be in Redis (the write-behind window a kill -9 can hit).
+#[derive(Clone, Debug, Serialize)]
+pub struct WriteDelayFigures {
+    /// The last write's longest wait.
+    pub last: u64,
+    /// The longest since start.
+    pub max: u64,
+    /// 99 % of writes stayed within this (bucket bound: 1, 2, 5, 10, 20, 50, ... ms).
+    pub p99: Option<u64>,
+}
+
 /// The durable outbox's figures.
 #[derive(Clone, Debug, Serialize)]
 pub struct OutboxStats {
+    /// How long accepted items waited to be written, per write, in ms.
+    pub write_delay_ms: WriteDelayFigures,
     /// Changes not yet known to be in Redis.
     pub unwritten: usize,
     /// Changes written since start.

@@ -410,8 +410,10 @@ async fn send(
 ) -> SendOutcome {
     let session = match registry.send(LookupSession { session_id }).await {
         Ok(Ok(session)) => session,
+        // Retried, not final: after a restart, messages are taken back before the registry has
+        // restored their sessions. One whose session is really gone fails once retries run out.
         Ok(Err(RegistryError::NotFound(id))) => {
-            return SendOutcome::Final(format!("session {id} no longer exists"));
+            return SendOutcome::Retryable(format!("session {id} not found"));
         }
         Ok(Err(error)) => return SendOutcome::Retryable(error.to_string()),
         Err(error) => return SendOutcome::Retryable(error.to_string()),

@@ -6,7 +6,7 @@
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
@@ -82,25 +82,37 @@ pub enum JournalOp {
 /// `(hash key, field)`.
 type FieldKey = (String, String);
 
-/// Pending changes, one per field, in the order the fields were first queued.
+/// Pending changes, one per field, in the order the fields were first queued, each with when
+/// it was first queued (how long changes wait to be written is the write-behind window).
 #[derive(Debug, Default)]
 pub struct HashJournal {
-    ops: IndexMap<FieldKey, JournalOp>,
+    ops: IndexMap<FieldKey, (JournalOp, Instant)>,
 }
 
 impl HashJournal {
+    /// Queues `op` for a field, keeping the field's place and first-queued time if it waits.
+    fn upsert(&mut self, field_key: FieldKey, op: JournalOp, since: Instant) {
+        match self.ops.entry(field_key) {
+            indexmap::map::Entry::Occupied(mut waiting) => waiting.get_mut().0 = op,
+            indexmap::map::Entry::Vacant(free) => {
+                free.insert((op, since));
+            }
+        }
+    }
+
     /// Queues a store of `value` (replacing whatever was queued for the field).
     pub fn put(&mut self, key: &str, field: &str, seq: u64, value: String) {
-        self.ops.insert(
+        self.upsert(
             (key.to_string(), field.to_string()),
             JournalOp::Put { seq, value },
+            Instant::now(),
         );
     }
 
     /// Queues a delete. A queued store newer than `up_to_seq` survives it.
     pub fn remove(&mut self, key: &str, field: &str, up_to_seq: Option<u64>) {
         let field_key = (key.to_string(), field.to_string());
-        let merged = match (self.ops.get(&field_key), up_to_seq) {
+        let merged = match (self.ops.get(&field_key).map(|(op, _)| op), up_to_seq) {
             (Some(JournalOp::Put { seq, .. }), Some(bound)) if *seq > bound => return,
             (
                 Some(JournalOp::Remove {
@@ -110,8 +122,11 @@ impl HashJournal {
             ) => Some(bound.max(*earlier)),
             _ => up_to_seq,
         };
-        self.ops
-            .insert(field_key, JournalOp::Remove { up_to_seq: merged });
+        self.upsert(
+            field_key,
+            JournalOp::Remove { up_to_seq: merged },
+            Instant::now(),
+        );
     }
 
     /// Queues a delete behind every change queued so far (a queued change of the field itself
@@ -119,49 +134,73 @@ impl HashJournal {
     pub fn remove_behind(&mut self, key: &str, field: &str) {
         let field_key = (key.to_string(), field.to_string());
         self.ops.shift_remove(&field_key);
-        self.ops
-            .insert(field_key, JournalOp::Remove { up_to_seq: None });
+        self.ops.insert(
+            field_key,
+            (JournalOp::Remove { up_to_seq: None }, Instant::now()),
+        );
     }
 
     /// Queues `SET key value PX ttl` (a cache entry; the field part of its journal key is empty).
     pub fn set_expiring(&mut self, key: &str, value: String, ttl: Duration) {
-        self.ops.insert(
+        self.upsert(
             (key.to_string(), String::new()),
             JournalOp::Expiring { value, ttl },
+            Instant::now(),
         );
     }
 
     /// The value queued for a plain key, not yet written (read-your-writes for caches).
     pub fn queued_value(&self, key: &str) -> Option<&str> {
         match self.ops.get(&(key.to_string(), String::new())) {
-            Some(JournalOp::Expiring { value, .. }) => Some(value),
+            Some((JournalOp::Expiring { value, .. }, _)) => Some(value),
             _ => None,
         }
     }
 
-    fn apply(&mut self, (key, field): FieldKey, op: JournalOp) {
+    /// Queues `op` again on top of what waits for its field (a failed write given back).
+    fn apply(&mut self, (key, field): FieldKey, op: JournalOp, since: Instant) {
         match op {
-            JournalOp::Put { seq, value } => self.put(&key, &field, seq, value),
-            JournalOp::Remove { up_to_seq } => self.remove(&key, &field, up_to_seq),
-            JournalOp::Expiring { value, ttl } => self.set_expiring(&key, value, ttl),
+            JournalOp::Remove { up_to_seq } => {
+                self.remove(&key, &field, up_to_seq);
+                if let Some((_, queued)) = self.ops.get_mut(&(key, field)) {
+                    *queued = (*queued).min(since);
+                }
+            }
+            op => self.upsert((key, field), op, since),
         }
     }
 
     /// Takes up to `max` changes, those queued longest first.
     pub fn take(&mut self, max: usize) -> Vec<(FieldKey, JournalOp)> {
+        self.take_timed(max).0
+    }
+
+    /// [`take`](Self::take), with when the first (longest-waiting) of them was queued.
+    pub fn take_timed(&mut self, max: usize) -> (Vec<(FieldKey, JournalOp)>, Option<Instant>) {
         let count = max.min(self.ops.len());
-        self.ops.drain(..count).collect()
+        let oldest = self.ops.first().map(|(_, (_, since))| *since);
+        let ops = self
+            .ops
+            .drain(..count)
+            .map(|(field_key, (op, _))| (field_key, op))
+            .collect();
+        (ops, oldest)
     }
 
     /// Puts back the changes of a failed write, first in line and in their order (so Redis still
     /// sees every change in the order it was queued: an outbox write before the removal of the
-    /// dead letter it replays, say); changes queued since then apply on top.
-    pub fn give_back(&mut self, failed: Vec<(FieldKey, JournalOp)>) {
+    /// dead letter it replays, say); changes queued since then apply on top. They count as
+    /// queued `since` (the failed write's oldest).
+    pub fn give_back(&mut self, failed: Vec<(FieldKey, JournalOp)>, since: Instant) {
         let newer = std::mem::take(&mut self.ops);
         self.ops.reserve(failed.len() + newer.len());
-        self.ops.extend(failed);
-        for (field_key, op) in newer {
-            self.apply(field_key, op);
+        self.ops.extend(
+            failed
+                .into_iter()
+                .map(|(field_key, op)| (field_key, (op, since))),
+        );
+        for (field_key, (op, queued)) in newer {
+            self.apply(field_key, op, queued);
         }
     }
 
@@ -179,7 +218,53 @@ impl HashJournal {
 /// What a write did, for the owner's bookkeeping.
 pub struct WriteOutcome {
     ops: Vec<(FieldKey, JournalOp)>,
+    /// When its longest-waiting change was queued.
+    oldest: Instant,
     result: Result<(), StoreError>,
+}
+
+/// Upper bounds (ms) of the buckets of [`WriteDelays`].
+const DELAY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 5_000, u64::MAX];
+
+/// How long changes waited between being queued and being in Redis (the write-behind window:
+/// what a kill -9 can lose), per successful write, by its longest-waiting change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteDelays {
+    /// The last write's, in ms.
+    pub last_ms: u64,
+    /// The longest since start, in ms.
+    pub max_ms: u64,
+    /// Writes by delay: `counts[i]` took at most [`DELAY_BUCKETS_MS`]`[i]` ms.
+    #[serde(skip)]
+    counts: [u64; 12],
+}
+
+impl WriteDelays {
+    fn record(&mut self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.last_ms = ms;
+        self.max_ms = self.max_ms.max(ms);
+        if let Some(bucket) = DELAY_BUCKETS_MS.iter().position(|bound| ms <= *bound) {
+            self.counts[bucket] += 1;
+        }
+    }
+
+    /// The bucket bound (ms) that `quantile` (0..=1) of the writes stayed within.
+    pub fn quantile_ms(&self, quantile: f64) -> Option<u64> {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = (quantile * total as f64).ceil() as u64;
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Some(DELAY_BUCKETS_MS[bucket].min(self.max_ms));
+            }
+        }
+        Some(self.max_ms)
+    }
 }
 
 /// A journal and its write loop. The owning actor calls [`start_write`](Self::start_write),
@@ -201,6 +286,8 @@ pub struct PersistQueue {
     pub written: u64,
     /// Writes that failed since start.
     pub failed_writes: u64,
+    /// How long changes waited to be written.
+    pub delays: WriteDelays,
 }
 
 impl PersistQueue {
@@ -215,6 +302,7 @@ impl PersistQueue {
             retry_max,
             written: 0,
             failed_writes: 0,
+            delays: WriteDelays::default(),
         }
     }
 
@@ -243,7 +331,8 @@ impl PersistQueue {
         if self.in_flight > 0 || self.journal.is_empty() {
             return None;
         }
-        let ops = self.journal.take(MAX_OPS_PER_WRITE);
+        let (ops, oldest) = self.journal.take_timed(MAX_OPS_PER_WRITE);
+        let oldest = oldest.unwrap_or_else(Instant::now);
         self.in_flight = ops.len();
         let mut pipeline = redis::pipe();
         for ((key, field), op) in &ops {
@@ -281,7 +370,11 @@ impl PersistQueue {
         let pool = self.pool.clone();
         Some(Box::pin(async move {
             let result = pool.pipeline::<()>(&pipeline).await;
-            WriteOutcome { ops, result }
+            WriteOutcome {
+                ops,
+                oldest,
+                result,
+            }
         }))
     }
 
@@ -292,12 +385,13 @@ impl PersistQueue {
         match outcome.result {
             Ok(()) => {
                 self.failures = 0;
+                self.delays.record(outcome.oldest.elapsed());
                 self.written += outcome.ops.len() as u64;
                 None
             }
             Err(error) => {
                 self.failed_writes += 1;
-                self.journal.give_back(outcome.ops);
+                self.journal.give_back(outcome.ops, outcome.oldest);
                 let delay = backoff_delay(self.retry_base, self.retry_max, self.failures);
                 self.failures = self.failures.saturating_add(1);
                 Some((delay, error))
@@ -401,7 +495,7 @@ mod tests {
         journal.put("k", "b", 1, "one".into());
         let failed = journal.take(usize::MAX);
         journal.remove("k", "a", Some(1));
-        journal.give_back(failed);
+        journal.give_back(failed, Instant::now());
         let mut ops = journal.take(usize::MAX);
         ops.sort_by(|left, right| left.0.cmp(&right.0));
         assert_eq!(
@@ -426,7 +520,7 @@ mod tests {
         let failed = journal.take(usize::MAX);
         journal.remove("dead", "a", None);
         journal.put("outbox", "b", 2, "two".into());
-        journal.give_back(failed);
+        journal.give_back(failed, Instant::now());
         let order: Vec<(String, String)> = journal
             .take(usize::MAX)
             .into_iter()
@@ -439,6 +533,29 @@ mod tests {
                 ("outbox".to_string(), "b".to_string()),
                 ("dead".to_string(), "a".to_string()),
             ]
+        );
+    }
+
+    #[test]
+    fn write_delays_keep_the_longest_wait_and_quantiles_by_bucket() {
+        let mut delays = WriteDelays::default();
+        for ms in [0, 1, 1, 3, 40] {
+            delays.record(Duration::from_millis(ms));
+        }
+        assert_eq!(delays.last_ms, 40);
+        assert_eq!(delays.max_ms, 40);
+        assert_eq!(delays.quantile_ms(0.5), Some(1));
+        assert_eq!(delays.quantile_ms(0.8), Some(5));
+        assert_eq!(delays.quantile_ms(1.0), Some(40), "never above the maximum");
+        let mut journal = HashJournal::default();
+        journal.put("k", "a", 1, "one".into());
+        let queued = Instant::now();
+        journal.put("k", "b", 1, "one".into());
+        journal.put("k", "a", 2, "two".into());
+        let (_, oldest) = journal.take_timed(usize::MAX);
+        assert!(
+            oldest.is_some_and(|oldest| oldest <= queued),
+            "a re-queued field keeps its first time"
         );
     }
 

@@ -9,7 +9,8 @@ mod repeat_gate;
 
 pub use config::{RedisConfig, RedisMode};
 pub use journal::{
-    HashJournal, JournalOp, PersistQueue, WriteOutcome, drive_writes, next_seq, split_stored,
+    HashJournal, JournalOp, PersistQueue, WriteDelays, WriteOutcome, drive_writes, next_seq,
+    split_stored,
 };
 pub use keys::Keys;
 pub use pool::{RedisHealth, RedisHealthSnapshot, RedisPool, StoreError};
