@@ -139,6 +139,8 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
         let counts = laravel.take();
         let seconds = started.elapsed().as_secs_f64();
         let cpu = wasup.cpu_seconds() - cpu_before;
+        // The write-behind window: how long accepted items waited to be in Redis.
+        let write_delay = api.get("/health").await?["outbox"]["write_delay_ms"].clone();
         runs.insert(
             mode.into(),
             json!({
@@ -155,6 +157,7 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
                 "qr_coverage": qr_coverage,
                 "qr_age_at_arrival": percentiles(counts.qr_age_ms),
                 "expired_qrs_delivered": counts.expired_qrs,
+                "outbox_write_delay_ms": write_delay,
             }),
         );
         wasup.terminate().await?;
