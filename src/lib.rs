@@ -18,7 +18,7 @@ use wasup_actors::{
     breaker::CircuitBreaker,
     cache::{CacheActor, LaravelStatusLookup},
     crash::install_panic_hook,
-    dispatch::{MessageDispatcher, OutgoingStore},
+    dispatch::{FlushOutgoing, MessageDispatcher, OutgoingStore},
     registry::{FlushRegistry, RegistryLinks, SessionRegistry, SessionStore, StopAllSessions},
     sink::LaravelSink,
     store::{Keys, PersistQueue, RedisPool},
@@ -138,8 +138,10 @@ impl Wasup {
         };
         let registry = SessionRegistry::new(config.sessions.clone(), links, log.clone()).start();
         let mut dispatcher =
-            MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone())
-                .with_outcomes_to(batch.clone());
+            MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone());
+        if config.messages.report_outcomes {
+            dispatcher = dispatcher.with_outcomes_to(batch.clone());
+        }
         if let Some(pool) = &redis {
             dispatcher =
                 dispatcher.with_store(OutgoingStore::new(pool.clone(), &keys, journal(pool)));
@@ -248,14 +250,21 @@ impl Wasup {
         // Whatever did not reach Laravel must at least be in Redis (bounded, even past the deadline).
         let store_deadline = self.state.config.redis.timeout * 3;
         let _ = actix_rt::time::timeout(store_deadline, async {
-            let _ = self.state.batch.send(FlushOutbox).await;
-            let _ = self.state.registry.send(FlushRegistry).await;
+            let _ = futures_util::join!(
+                self.state.batch.send(FlushOutbox),
+                self.state.registry.send(FlushRegistry),
+                self.state.dispatcher.send(FlushOutgoing),
+            );
         })
         .await;
-        let pending = match self.state.batch.send(GetBatchStats).await {
-            Ok(stats) => stats.qr.pending + stats.status.pending,
-            Err(_) => 0,
-        };
+        // Bounded: with a core actor gone or wedged (the liveness probe's exit), no answer comes.
+        let pending =
+            match actix_rt::time::timeout(store_deadline, self.state.batch.send(GetBatchStats))
+                .await
+            {
+                Ok(Ok(stats)) => stats.qr.pending + stats.status.pending,
+                _ => 0,
+            };
         if flushed {
             info!(self.log, "Every batch flushed."; "took" => ?started.elapsed());
         } else {

@@ -201,7 +201,19 @@ async fn a_stopped_core_actor_ends_the_process_and_a_restart_delivers_what_was_p
 
         laravel.set_behaviour(Behaviour::Store);
         let second = Running::spawn(free_port(), &laravel.url, &redis.url(), &data_dir, &env);
+        let base = second.base.clone();
         laravel.wait_qr(&session_id).await;
+        wait_until(
+            "what was pending came back from the outbox",
+            PATIENCE,
+            || async {
+                let metrics = get(&client, format!("{base}/metrics/batch")).await;
+                metrics["qr"]["recovered"].as_u64().unwrap_or(0)
+                    + metrics["status"]["recovered"].as_u64().unwrap_or(0)
+                    >= 1
+            },
+        )
+        .await;
         drop(second);
         let _ = std::fs::remove_dir_all(&data_dir);
     }

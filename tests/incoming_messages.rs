@@ -184,6 +184,16 @@ async fn a_batch_laravel_refuses_is_narrowed_down_to_the_bad_message_which_is_re
         !texts(&laravel.messages_of(&session_id)).contains(&"veneno"),
         "Laravel never stored it"
     );
+    let refused = laravel
+        .requests_to("/whatsapp/messages/batch")
+        .into_iter()
+        .filter(|request| request.answered == 422)
+        .map(|request| request.items().len())
+        .collect::<Vec<_>>();
+    assert!(
+        refused.iter().any(|items| *items > 1) && refused.contains(&1),
+        "a refused batch of several was split down to the bad one: {refused:?}"
+    );
     let letter = only_dead_letter(&wasup, "veneno").await;
     assert_eq!(letter["lane"], "message");
     assert_eq!(letter["session_id"], session_id.as_str());

@@ -324,7 +324,7 @@ async fn an_id_deleted_and_started_again_waits_for_the_old_incarnation_to_finish
 async fn a_kept_store_opens_only_for_its_own_user_and_leftovers_are_swept_after_the_retention() {
     let laravel = Laravel::start().await;
     let mut config = fast_config(&laravel.url);
-    config.sessions.leftover_store_retention = std::time::Duration::from_millis(1500);
+    config.sessions.leftover_store_retention = std::time::Duration::from_secs(3);
     let sessions_dir = config.engine.data_dir.join("sessions");
     let wasup = TestWasup::start(config).await;
     let start = |user_id: u64| {

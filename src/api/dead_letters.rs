@@ -85,7 +85,7 @@ pub struct ReplayAnswer {
     replayed: usize,
 }
 
-#[utoipa::path(post, path = "/dead-letters/replay", tag = "delivery", request_body(content = Option<ReplayRequest>, description = "Optional: only one lane's"), responses((status = 200, description = "Sent again (a QR or status whose session has a newer item pending is not)", body = ReplayAnswer), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
+#[utoipa::path(post, path = "/dead-letters/replay", tag = "delivery", request_body(content = Option<ReplayRequest>, description = "Optional: only one lane's"), responses((status = 200, description = "Sent again (a QR or status whose session has a newer item pending is not)", body = ReplayAnswer), (status = 503, description = "The previous run's dead letters are still being read from Redis", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /dead-letters/replay [{"lane":"message"}]`: `{"replayed":N}`.
 pub async fn replay(
     state: web::Data<AppState>,
@@ -102,6 +102,11 @@ pub async fn replay(
         .batch
         .send(ReplayDeadLetters { lane })
         .await
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "the dead letters of the previous run are still being read from Redis".into(),
+            )
+        })?;
     Ok(HttpResponse::Ok().json(ReplayAnswer { replayed }))
 }

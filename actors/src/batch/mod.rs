@@ -18,11 +18,15 @@ mod config;
 mod dead_letters;
 mod lane;
 mod outbox;
+mod recovery;
 mod replay;
 mod stats;
 mod waiting;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use actix::prelude::*;
 use slog::{Logger, info, warn};
@@ -68,6 +72,9 @@ pub struct BatchActor {
     outbox: Option<DurableOutbox>,
     /// Items Laravel refused for good, kept to be seen and replayed (mirrored in Redis).
     dead_letters: DeadLetters,
+    /// QRs and statuses Laravel accepted before the outbox (and its dead letters) was read back:
+    /// they supersede older dead letters loaded then. Emptied at recovery; one per session.
+    delivered_before_recovery: HashMap<(Lane, String), u64>,
     /// The pending wake-up and when it fires; replaced when something is due sooner.
     wake: Option<(Instant, SpawnHandle)>,
     /// How many requests may be out and how fast they may start; adapts to Laravel's answers.
@@ -98,6 +105,7 @@ impl BatchActor {
         };
         Self {
             backlog_items: config.max_items_backlog,
+            delivered_before_recovery: HashMap::new(),
             dead_letters: DeadLetters::new(
                 dead_letter_limits,
                 outbox.as_ref().map(DurableOutbox::dead_letters_key),
@@ -285,9 +293,14 @@ impl BatchActor {
                     .add(refused, seq, at, journal_of(&mut self.outbox));
                 self.forget(lane, &key, seq);
             }
+            let recovered = self.outbox.as_ref().is_none_or(|outbox| outbox.recovered);
             for (key, seq) in settled.delivered {
                 self.dead_letters
                     .supersede(lane, &key, seq, journal_of(&mut self.outbox));
+                if !recovered && lane != Lane::Message {
+                    self.delivered_before_recovery
+                        .insert((lane, key.clone()), seq);
+                }
                 self.forget(lane, &key, seq);
             }
         }
@@ -312,63 +325,6 @@ impl BatchActor {
                 actor.answer_waiters();
             },
         );
-    }
-
-    /// Loads what an earlier run left in the outbox; retries until Redis answers.
-    fn recover(&mut self, ctx: &mut Context<Self>) {
-        let Some(outbox) = &self.outbox else { return };
-        if outbox.recovered {
-            return;
-        }
-        outbox
-            .load()
-            .into_actor(self)
-            .map(|loaded, actor, ctx| match loaded {
-                Ok(Recovered {
-                    items,
-                    dead_letters,
-                }) => {
-                    actor
-                        .dead_letters
-                        .load(dead_letters, journal_of(&mut actor.outbox));
-                    let count = items.len();
-                    let now = Instant::now();
-                    for StoredItem {
-                        field,
-                        lane,
-                        seq,
-                        item,
-                    } in items
-                    {
-                        if field != item.coalescing_key()
-                            && let Some(outbox) = actor.outbox.as_mut()
-                        {
-                            outbox.rekey(&field, &item, seq);
-                        }
-                        let pushed = actor.lanes[lane.index()].push_recovered(item, seq, now, actor.config.max_pending);
-                        actor.after_push(lane, pushed);
-                    }
-                    if let Some(outbox) = actor.outbox.as_mut() {
-                        outbox.recovered = true;
-                    }
-                    if count > 0 {
-                        info!(actor.log, "Undelivered items recovered from the outbox."; "items" => count);
-                    }
-                    actor.pump(ctx);
-                }
-                Err(error) => {
-                    let held_back = actor
-                        .outbox
-                        .as_mut()
-                        .and_then(|outbox| outbox.unreadable_log.pass(Instant::now()));
-                    if let Some(held_back) = held_back {
-                        warn!(actor.log, "Outbox not readable yet (Redis down?); retrying every second, saying so once a minute.";
-                            "error" => %error, "attempts_since_last_said" => held_back);
-                    }
-                    ctx.run_later(RECOVERY_RETRY, Self::recover);
-                }
-            })
-            .spawn(ctx);
     }
 
     fn schedule_wake(&mut self, ctx: &mut Context<Self>) {
@@ -437,9 +393,6 @@ impl BatchActor {
 fn journal_of(outbox: &mut Option<DurableOutbox>) -> Option<&mut HashJournal> {
     outbox.as_mut().map(|outbox| outbox.queue.journal())
 }
-
-/// How soon recovery is tried again while Redis does not answer.
-const RECOVERY_RETRY: Duration = Duration::from_secs(1);
 
 impl Actor for BatchActor {
     type Context = Context<Self>;

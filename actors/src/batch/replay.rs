@@ -49,21 +49,26 @@ impl Handler<ListDeadLetters> for BatchActor {
     }
 }
 
-/// Sends dead letters again, as newly accepted items; answers how many went back in a lane.
+/// Sends dead letters again, as newly accepted items; answers how many went back in a lane, or
+/// `None` while those of an earlier run are not loaded from Redis yet (a replay then could
+/// miss them, or send one twice once they arrive).
 /// A QR or status whose session has a newer item waiting or in flight is not replayed (that
 /// newer item is the latest state); a replayed QR that has expired meanwhile is dropped when its
 /// batch is taken (counted as `expired`).
 #[derive(Message, Debug)]
-#[rtype(result = "usize")]
+#[rtype(result = "Option<usize>")]
 pub struct ReplayDeadLetters {
     /// Only this lane's (every lane when `None`).
     pub lane: Option<Lane>,
 }
 
 impl Handler<ReplayDeadLetters> for BatchActor {
-    type Result = usize;
+    type Result = Option<usize>;
 
-    fn handle(&mut self, replay: ReplayDeadLetters, ctx: &mut Context<Self>) -> usize {
+    fn handle(&mut self, replay: ReplayDeadLetters, ctx: &mut Context<Self>) -> Option<usize> {
+        if self.outbox.as_ref().is_some_and(|outbox| !outbox.recovered) {
+            return None;
+        }
         let letters = self.dead_letters.take(replay.lane);
         let now = Instant::now();
         let mut replayed = 0;
@@ -86,6 +91,6 @@ impl Handler<ReplayDeadLetters> for BatchActor {
         }
         self.persist(ctx);
         self.pump(ctx);
-        replayed
+        Some(replayed)
     }
 }

@@ -25,6 +25,10 @@ pub struct MessagesConfig {
     pub max_queued: usize,
     /// Outcomes remembered for `GET /sessions/{id}/messages/{mid}`.
     pub max_remembered: usize,
+    /// Send each message's outcome (sent, failed) to Laravel in the messages lane
+    /// (`"direction":"outgoing"`; the drop-in stores them). Off for a Laravel app whose messages
+    /// endpoint accepts only incoming messages.
+    pub report_outcomes: bool,
 }
 
 impl Default for MessagesConfig {
@@ -37,6 +41,7 @@ impl Default for MessagesConfig {
             timeout: Duration::from_secs(45),
             max_queued: 10_000,
             max_remembered: 50_000,
+            report_outcomes: true,
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct MessageDispatcher {
     store: Option<OutgoingStore>,
     /// Where each message's outcome (sent, failed) goes, for Laravel's messages lane.
     outcomes: Option<Addr<BatchActor>>,
+    /// Answered once every change is in Redis ([`FlushOutgoing`], at shutdown).
+    flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Logger.
     log: Logger,
 }
@@ -141,6 +143,7 @@ impl MessageDispatcher {
             stats: DispatchStats::default(),
             store: None,
             outcomes: None,
+            flush_waiters: Vec::new(),
             log,
         }
     }
@@ -207,6 +210,15 @@ impl MessageDispatcher {
                 {
                     warn!(actor.log, "Outgoing message write to Redis failed; retrying."; "error" => %error);
                 }
+                if actor
+                    .store
+                    .as_ref()
+                    .is_none_or(|store| store.queue.unwritten() == 0)
+                {
+                    for waiter in actor.flush_waiters.drain(..) {
+                        let _ = waiter.send(());
+                    }
+                }
             },
         );
     }
@@ -235,7 +247,9 @@ impl MessageDispatcher {
                         let finished =
                             matches!(record.state, MessageState::Sent | MessageState::Failed);
                         if !finished {
+                            // A fresh retry budget: the restart, not the message, failed.
                             record.state = MessageState::Queued;
+                            record.attempts = 0;
                             actor.ready.push_back(id.clone());
                             requeued += 1;
                         }
@@ -484,6 +498,12 @@ impl Handler<QueueMessage> for MessageDispatcher {
             .map(move |stored, actor, ctx| {
                 if let Err(error) = stored {
                     actor.stats.refused += 1;
+                    // The write may have landed although Redis did not answer: take it back, or
+                    // the next start would send a message the caller was told was refused.
+                    if let Some(store) = &mut actor.store {
+                        store.forget(&record.message_id);
+                        actor.persist(ctx);
+                    }
                     return Err(DispatchError::NotStored(error));
                 }
                 actor
@@ -494,6 +514,31 @@ impl Handler<QueueMessage> for MessageDispatcher {
                 Ok(record)
             }),
         )
+    }
+}
+
+/// Answers once every outgoing message's latest state is in Redis (shutdown).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct FlushOutgoing;
+
+impl Handler<FlushOutgoing> for MessageDispatcher {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: FlushOutgoing, ctx: &mut Context<Self>) -> Self::Result {
+        if self
+            .store
+            .as_ref()
+            .is_none_or(|store| store.queue.unwritten() == 0)
+        {
+            return Box::pin(async {});
+        }
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.flush_waiters.push(sender);
+        self.persist(ctx);
+        Box::pin(async move {
+            let _ = receiver.await;
+        })
     }
 }
 

@@ -65,13 +65,13 @@ impl Handler<StartSession> for SessionRegistry {
         if !stores::may_start(&store_dir, start.user_id) {
             return Err(RegistryError::OwnedByAnother(session_id));
         }
+        let kept_store = stores::holds_anything(&store_dir);
         if let Err(error) = stores::claim(&store_dir, start.user_id) {
             warn!(self.log, "Session store could not be claimed."; "session_id" => &session_id, "error" => %error);
         }
-        self.sessions.insert(
-            session_id.clone(),
-            SessionEntry::new(start.user_id, Instant::now()),
-        );
+        let mut entry = SessionEntry::new(start.user_id, Instant::now());
+        entry.kept_store = kept_store;
+        self.sessions.insert(session_id.clone(), entry);
         self.launch(&session_id, ctx);
         Ok(SessionStarted {
             session_id,

@@ -28,6 +28,9 @@ pub struct SessionEntry {
     pub state: SessionState,
     /// Whether it was ever connected (never-connected sessions are what the pending sweep removes).
     pub ever_connected: bool,
+    /// It started on a store kept from an earlier incarnation, which may hold a login: ending
+    /// before it connects must not delete it (only a logout does).
+    pub kept_store: bool,
     /// When the session was created (kept across restarts).
     pub created_at: Instant,
     /// The same, in ms since the epoch, for the API.
@@ -62,6 +65,7 @@ impl SessionEntry {
             addr: None,
             state: SessionState::Starting,
             ever_connected: false,
+            kept_store: false,
             created_at: now,
             created_unix_ms: unix_millis(),
             state_since: now,

@@ -195,7 +195,7 @@ impl SessionRegistry {
                     report,
                     logout,
                     reason: reason.to_string(),
-                    forget_store: logout || !entry.ever_connected,
+                    forget_store: logout || !(entry.ever_connected || entry.kept_store),
                 });
                 self.entomb(session_id, entry.generation, addr, ctx);
             }

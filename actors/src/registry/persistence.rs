@@ -152,16 +152,19 @@ impl SessionRegistry {
                             warn!(registry.log, "Session not restored: its store belongs to another user_id."; "session_id" => &session_id);
                             continue;
                         }
-                        if let Err(error) = stores::claim(&store_dir, record.user_id) {
-                            warn!(registry.log, "Session store could not be claimed."; "session_id" => &session_id, "error" => %error);
-                        }
                         if registry.sessions.len() >= registry.config.max_active {
                             skipped += 1;
                             warn!(registry.log, "Session not restored: sessions.max_active reached.";
                                 "session_id" => &session_id, "max_active" => registry.config.max_active);
                             continue;
                         }
-                        registry.sessions.insert(session_id.clone(), restored_entry(&record));
+                        let kept_store = stores::holds_anything(&store_dir);
+                        if let Err(error) = stores::claim(&store_dir, record.user_id) {
+                            warn!(registry.log, "Session store could not be claimed."; "session_id" => &session_id, "error" => %error);
+                        }
+                        let mut entry = restored_entry(&record);
+                        entry.kept_store = kept_store;
+                        registry.sessions.insert(session_id.clone(), entry);
                         registry.launch(&session_id, ctx);
                         restored += 1;
                     }

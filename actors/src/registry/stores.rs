@@ -42,9 +42,11 @@ pub enum StoreOwner {
     User(Option<u64>),
 }
 
-/// Reads the owner of the store at `dir`.
+/// Reads the owner of the store at `dir`. An empty owner file (a crash between creating and
+/// writing it, before the rename below existed) counts as unclaimed.
 pub fn owner_of(dir: &Path) -> io::Result<StoreOwner> {
     match fs::read_to_string(dir.join(OWNER_FILE)) {
+        Ok(text) if text.trim().is_empty() => Ok(StoreOwner::Unclaimed),
         Ok(text) => {
             let text = text.trim();
             Ok(StoreOwner::User(if text == "none" {
@@ -63,7 +65,8 @@ pub fn owner_of(dir: &Path) -> io::Result<StoreOwner> {
 }
 
 /// Binds the store at `dir` to `user_id` (creating the directory, private to wasup's user) and
-/// marks it used now.
+/// marks it used now. The owner file is replaced atomically (written beside, then renamed), and
+/// only touched when the owner stays the same, so a crash never leaves it half-written.
 pub fn claim(dir: &Path, user_id: Option<u64>) -> io::Result<()> {
     use std::{
         io::Write,
@@ -73,14 +76,33 @@ pub fn claim(dir: &Path, user_id: Option<u64>) -> io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    // Private like the credentials beside it.
-    fs::OpenOptions::new()
+    if owner_of(dir).is_ok_and(|owner| owner == StoreOwner::User(user_id)) {
+        return touch(dir);
+    }
+    let fresh = dir.join(format!("{OWNER_FILE}.new"));
+    let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        // Private like the credentials beside it.
         .mode(0o600)
+        .open(&fresh)?;
+    file.write_all(owner_text(user_id).as_bytes())?;
+    file.sync_all()?;
+    fs::rename(&fresh, dir.join(OWNER_FILE))
+}
+
+/// Marks the store at `dir` used now (its owner file's time, which the leftover sweep reads).
+pub fn touch(dir: &Path) -> io::Result<()> {
+    fs::OpenOptions::new()
+        .append(true)
         .open(dir.join(OWNER_FILE))?
-        .write_all(owner_text(user_id).as_bytes())
+        .set_modified(SystemTime::now())
+}
+
+/// Whether a store exists at `dir` with anything in it (a kept store, maybe with a login).
+pub fn holds_anything(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 /// Whether `user_id` may start the session whose store is at `dir`.
@@ -125,6 +147,11 @@ impl SessionRegistry {
     pub(super) fn sweep_leftover_stores(&mut self, _: &mut Context<Self>) {
         if self.store.as_ref().is_some_and(|store| !store.restored) {
             return;
+        }
+        // A store in use is used now: a long-running session's store, once it ends without a
+        // logout, counts its retention from then, not from its start.
+        for session_id in self.sessions.keys() {
+            let _ = touch(&self.store_root.join(session_id));
         }
         let stale = leftovers(
             &self.store_root,

@@ -256,6 +256,13 @@ struct Delivery {
     log: Logger,
 }
 
+/// Splits allowed while narrowing a refused batch of `items` down to its refused items: about
+/// two per halving level, plus a few (a 50-item batch: 16).
+fn narrowing_budget(items: usize) -> usize {
+    let levels = usize::BITS - items.max(1).leading_zeros();
+    2 * levels as usize + 4
+}
+
 /// What logs and metrics call a request: its lane, or `combined`.
 fn request_label(items: &[OutboundItem], contract: Contract) -> &'static str {
     match (contract, items.first()) {
@@ -281,6 +288,10 @@ impl Delivery {
 
     async fn run_batches(&self, lane: &'static str, items: Vec<OutboundItem>) -> DeliveryOutcome {
         let mut outcome = DeliveryOutcome::default();
+        // Splits allowed to find the refused items: enough for a few bad items in a batch, but
+        // a Laravel refusing everything (a new rule, a wrong body) costs a handful of requests,
+        // not one per item; past it, what is still refused is dead-lettered as it stands.
+        let mut splits_left = narrowing_budget(items.len());
         let mut chunks = vec![items];
         while let Some(chunk) = chunks.pop() {
             if outcome.retry_after.is_some() {
@@ -292,7 +303,8 @@ impl Delivery {
                 Chunk::Done(done) => outcome.absorb(done),
                 Chunk::Refused {
                     mut items, status, ..
-                } if items.len() > 1 => {
+                } if items.len() > 1 && splits_left > 0 => {
+                    splits_left -= 1;
                     outcome.too_large |= status == 413;
                     debug!(self.log, "Laravel refused a batch; splitting it to find the refused items.";
                         "lane" => lane, "status" => status, "items" => items.len());

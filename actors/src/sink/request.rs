@@ -67,6 +67,17 @@ impl FailedIds {
             .map(String::as_str)
     }
 
+    /// How many items Laravel named as failed or rejected (an id once per lane it is named in).
+    pub fn named(&self) -> usize {
+        let distinct = |ids: &HashSet<String>, rejected: &HashMap<String, String>| {
+            ids.len() + rejected.keys().filter(|id| !ids.contains(*id)).count()
+        };
+        distinct(&self.any_lane, &self.rejected_any_lane)
+            + (0..3)
+                .map(|lane| distinct(&self.by_lane[lane], &self.rejected_by_lane[lane]))
+                .sum::<usize>()
+    }
+
     /// Whether no item failed.
     pub fn is_empty(&self) -> bool {
         self.any_lane.is_empty()
@@ -337,6 +348,19 @@ fn classify_stored(body: &[u8]) -> AttemptResult {
         if let Some(rejected) = rejected {
             read_rejected(rejected, &mut failed_ids);
         }
+        // More failures than ids named: some failed item is unknown, so none can be taken as
+        // stored; the whole batch goes again, as for `failed` without ids.
+        let failed = answer.failed.unwrap_or(0);
+        if failed > failed_ids.named() as u64 {
+            return AttemptResult::Retry {
+                reason: format!(
+                    "Laravel reported {failed} failed items but named {}",
+                    failed_ids.named()
+                ),
+                retry_after: None,
+                breaker_failure: false,
+            };
+        }
         return AttemptResult::Stored {
             failed_ids: Box::new(failed_ids),
         };
@@ -527,6 +551,11 @@ mod tests {
             panic!("stored");
         };
         assert_eq!(failed_ids.rejection(&message("m2")), Some("bad"));
+        let unnamed = br#"{"success":true,"failed":3,"rejected":{"m2":"bad"}}"#;
+        assert!(
+            matches!(classify(200, None, unnamed), AttemptResult::Retry { .. }),
+            "two failures unnamed: nothing can be taken as stored"
+        );
         let none = br#"{"success":true,"failed":0,"failed_ids":[],"rejected":{}}"#;
         let AttemptResult::Stored { failed_ids } = classify(200, None, none) else {
             panic!("stored");

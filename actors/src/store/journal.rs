@@ -160,6 +160,14 @@ impl HashJournal {
     /// Queues `op` again on top of what waits for its field (a failed write given back).
     fn apply(&mut self, (key, field): FieldKey, op: JournalOp, since: Instant) {
         match op {
+            // An unconditional delete queued after the failed write's changes stays after them
+            // (`remove_behind`'s promise: a dead letter's removal after its item's outbox write).
+            JournalOp::Remove { up_to_seq: None } => {
+                self.remove_behind(&key, &field);
+                if let Some((_, queued)) = self.ops.get_mut(&(key, field)) {
+                    *queued = since;
+                }
+            }
             JournalOp::Remove { up_to_seq } => {
                 self.remove(&key, &field, up_to_seq);
                 if let Some((_, queued)) = self.ops.get_mut(&(key, field)) {
@@ -533,6 +541,29 @@ mod tests {
                 ("outbox".to_string(), "b".to_string()),
                 ("dead".to_string(), "a".to_string()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_delete_queued_behind_a_failed_write_stays_behind_it() {
+        let mut journal = HashJournal::default();
+        journal.put("dead", "f", 1, "letter".into());
+        journal.remove("outbox", "k", Some(1));
+        let failed = journal.take(usize::MAX);
+        // A replay meanwhile: the item back in the outbox, then its dead letter removed.
+        journal.put("outbox", "k", 2, "again".into());
+        journal.remove_behind("dead", "f");
+        journal.give_back(failed, Instant::now());
+        let order: Vec<(String, JournalOp)> = journal
+            .take(usize::MAX)
+            .into_iter()
+            .map(|((key, _), op)| (key, op))
+            .collect();
+        assert_eq!(order[0].0, "outbox", "{order:?}");
+        assert_eq!(
+            order[1],
+            ("dead".to_string(), JournalOp::Remove { up_to_seq: None }),
+            "the removal is written after the outbox write"
         );
     }
 
