@@ -360,14 +360,14 @@ mod tests {
             .into_iter()
             .map(|view| view.key)
             .collect();
-        assert_eq!(keys, ["s/4", "s/3", "s/2"], "newest first");
+        assert_eq!(keys, ["s/b/a/4", "s/b/a/3", "s/b/a/2"], "newest first");
         let ops = journal.take(usize::MAX);
         let removed: Vec<&str> = ops
             .iter()
             .filter(|(_, op)| matches!(op, JournalOp::Remove { .. }))
             .map(|((_, field), _)| field.as_str())
             .collect();
-        assert_eq!(removed, ["message|s/0", "message|s/1"]);
+        assert_eq!(removed, ["message|s/b/a/0", "message|s/b/a/1"]);
     }
 
     #[test]
@@ -396,7 +396,7 @@ mod tests {
         assert!(letters.is_empty());
         assert_eq!(letters.superseded, 1);
         letters.add(refused(message("m")), 7, 1, None);
-        letters.supersede(Lane::Message, "s/m", 8, None);
+        letters.supersede(Lane::Message, "s/b/a/m", 8, None);
         assert_eq!(letters.len(), 1, "messages are never superseded");
     }
 
@@ -416,7 +416,7 @@ mod tests {
         let fields: Vec<&str> = ops.iter().map(|((_, field), _)| field.as_str()).collect();
         assert_eq!(
             fields,
-            ["status|a", "s/m", "message|s/m"],
+            ["status|a", "s/m", "message|s/b/a/m"],
             "the removal goes behind the outbox write, even over its own queued put"
         );
     }
@@ -444,7 +444,7 @@ mod tests {
             .into_iter()
             .map(|view| view.key)
             .collect();
-        assert_eq!(keys, ["s/new", "s/old"]);
+        assert_eq!(keys, ["s/b/a/new", "s/b/a/old"]);
         let ops = journal.take(usize::MAX);
         assert_eq!(ops.len(), 1, "the unreadable entry is removed");
         assert_eq!(ops[0].0.1, "message|junk");
