@@ -208,30 +208,9 @@ impl Wasup {
     /// wedged actor leaves a process that looks alive and delivers nothing; systemd then
     /// restarts it, and the outbox in Redis brings back what was pending.
     pub async fn answers_probe(&self, within: std::time::Duration) -> bool {
-        use wasup_actors::{
-            breaker::GetBreakerSnapshot, cache::GetCacheReport, dispatch::GetDispatchStats,
-            registry::GetRegistryStats, sink::GetSinkStats,
-        };
-        let state = &self.state;
-        let probe = async {
-            let (registry, batch, sink, breaker, cache, dispatch) = futures_util::join!(
-                state.registry.send(GetRegistryStats),
-                state.batch.send(GetBatchStats),
-                state.sink.send(GetSinkStats),
-                state.breaker.send(GetBreakerSnapshot),
-                state.cache.send(GetCacheReport { count_keys: false }),
-                state.dispatcher.send(GetDispatchStats),
-            );
-            registry.is_ok()
-                && batch.is_ok()
-                && sink.is_ok()
-                && breaker.is_ok()
-                && cache.is_ok()
-                && dispatch.is_ok()
-        };
-        actix_rt::time::timeout(within, probe)
+        actix_rt::time::timeout(within, api::read_snapshot(&self.state))
             .await
-            .unwrap_or(false)
+            .is_ok_and(|answered| answered.is_ok())
     }
 
     /// Graceful shutdown: refuse new sessions, stop every session (no status: they are not logged

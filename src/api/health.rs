@@ -158,9 +158,9 @@ pub async fn cache_metrics(state: web::Data<AppState>) -> Result<HttpResponse, A
     ))
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody)))]
-/// `GET /metrics`: Prometheus text format.
-pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// One round trip to each core actor (registry, batch queue, sink, breaker, cache, outgoing
+/// queue): what `/metrics` renders, and the liveness probe (every actor answered).
+pub async fn read_snapshot(state: &AppState) -> Result<Snapshot, actix::MailboxError> {
     let (registry, batch, sink, breaker, cache, messages) = futures_util::try_join!(
         state.registry.send(GetRegistryStats),
         state.batch.send(GetBatchStats),
@@ -169,14 +169,20 @@ pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpRespon
         state.cache.send(GetCacheReport { count_keys: false }),
         state.dispatcher.send(GetDispatchStats),
     )?;
-    let text = state.telemetry.render(&Snapshot {
+    Ok(Snapshot {
         registry,
         batch,
         sink,
         breaker,
         cache,
         messages,
-    });
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody)))]
+/// `GET /metrics`: Prometheus text format.
+pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let text = state.telemetry.render(&read_snapshot(&state).await?);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text))

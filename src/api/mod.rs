@@ -25,6 +25,7 @@ use wasup_actors::{
 
 pub use error::ApiError;
 pub use guard::{Guard, guard};
+pub use health::read_snapshot;
 pub use limits::{Cidr, RateLimiter};
 
 use crate::{config::Config, telemetry::Telemetry};
