@@ -294,3 +294,43 @@ async fn message_ids_are_told_apart_by_chat_and_sender_and_a_redelivery_is_one_m
     );
     common::service::assert_lane_accounting(&metrics);
 }
+
+#[actix_rt::test]
+async fn a_backlog_holding_many_bad_messages_loses_none_of_the_good_ones() {
+    let laravel = Laravel::start().await;
+    let wasup = TestWasup::start(fast_config(&laravel.url)).await;
+    let session_id = paired_session(&wasup, &laravel, 1).await;
+    // An outage first: the messages pile up into one backlog batch.
+    laravel.set_behaviour(Behaviour::Fail(503));
+    let texts_sent: Vec<String> = (0..48)
+        .map(|n| {
+            if n % 6 == 3 {
+                format!("veneno {n}")
+            } else {
+                format!("bueno {n}")
+            }
+        })
+        .collect();
+    for text in &texts_sent {
+        receive(&wasup, &session_id, text).await;
+    }
+    let bad: std::collections::HashSet<String> = texts_sent
+        .iter()
+        .filter(|text| text.starts_with("veneno"))
+        .cloned()
+        .collect();
+    wait_until("the backlog waits in the outbox", PATIENCE, || async {
+        wasup.batch_metrics().await["message"]["pending"].as_u64() == Some(48)
+    })
+    .await;
+    // Laravel is back, with a validator that refuses any batch holding one of the 8 bad ones.
+    laravel.set_behaviour(Behaviour::RefuseBatchesHolding(bad.clone()));
+    wait_for_messages(&laravel, &session_id, texts_sent.len() - bad.len()).await;
+    wait_until("the bad ones are dead-lettered", PATIENCE, || async {
+        wasup.get("/dead-letters").await.1["total"] == bad.len()
+    })
+    .await;
+    let stored = laravel.messages_of(&session_id);
+    assert_eq!(stored.len(), 40, "every good message, once");
+    assert!(texts(&stored).iter().all(|text| text.starts_with("bueno")));
+}

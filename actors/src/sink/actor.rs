@@ -12,6 +12,7 @@ use slog::{Logger, debug, warn};
 
 use super::{
     SinkConfig,
+    narrowing::narrowing_budget,
     request::{
         AttemptResult, Contract, FailedIds, classify, parse_retry_after, request_for,
         request_signature,
@@ -256,13 +257,6 @@ struct Delivery {
     log: Logger,
 }
 
-/// Splits allowed while narrowing a refused batch of `items` down to its refused items: about
-/// two per halving level, plus a few (a 50-item batch: 16).
-fn narrowing_budget(items: usize) -> usize {
-    let levels = usize::BITS - items.max(1).leading_zeros();
-    2 * levels as usize + 4
-}
-
 /// What logs and metrics call a request: its lane, or `combined`.
 fn request_label(items: &[OutboundItem], contract: Contract) -> &'static str {
     match (contract, items.first()) {
@@ -288,10 +282,9 @@ impl Delivery {
 
     async fn run_batches(&self, lane: &'static str, items: Vec<OutboundItem>) -> DeliveryOutcome {
         let mut outcome = DeliveryOutcome::default();
-        // Splits allowed to find the refused items: enough for a few bad items in a batch, but
-        // a Laravel refusing everything (a new rule, a wrong body) costs a handful of requests,
-        // not one per item; past it, what is still refused is dead-lettered as it stands.
-        let mut splits_left = narrowing_budget(items.len());
+        // Past the budget, what is still refused is dead-lettered as it stands.
+        let batch_size = items.len();
+        let (mut splits, mut accepted_a_part) = (0usize, false);
         let mut chunks = vec![items];
         while let Some(chunk) = chunks.pop() {
             if outcome.retry_after.is_some() {
@@ -300,11 +293,14 @@ impl Delivery {
                 continue;
             }
             match self.deliver_chunk(lane, chunk).await {
-                Chunk::Done(done) => outcome.absorb(done),
+                Chunk::Done(done) => {
+                    accepted_a_part |= !done.delivered.is_empty();
+                    outcome.absorb(done);
+                }
                 Chunk::Refused {
                     mut items, status, ..
-                } if items.len() > 1 && splits_left > 0 => {
-                    splits_left -= 1;
+                } if items.len() > 1 && splits < narrowing_budget(batch_size, accepted_a_part) => {
+                    splits += 1;
                     outcome.too_large |= status == 413;
                     debug!(self.log, "Laravel refused a batch; splitting it to find the refused items.";
                         "lane" => lane, "status" => status, "items" => items.len());

@@ -1,10 +1,12 @@
 //! `LaravelSink`: delivers batches to Laravel over HTTP (awc), under the circuit breaker.
 //!
 //! One concern per file: `config` (the `[laravel]` settings), `request` (body, headers and
-//! how an answer is read), `retry` (backoff), `actor` (the actor and its `Deliver` message).
+//! how an answer is read), `retry` (backoff), `narrowing` (how far a refused batch is split),
+//! `actor` (the actor and its `Deliver` message).
 
 mod actor;
 mod config;
+mod narrowing;
 mod request;
 mod retry;
 
