@@ -7,6 +7,7 @@
 //! or given up.
 
 mod config;
+mod outcomes;
 mod store;
 
 use std::{
@@ -23,10 +24,7 @@ pub use store::OutgoingStore;
 
 use crate::{
     batch::BatchActor,
-    messages::{
-        Direction, MessageReceived, OutboundItem, OutgoingOutcome, OutgoingState, Payload,
-        SessionId, unix_millis,
-    },
+    messages::{SessionId, unix_millis},
     registry::{LookupSession, RegistryError, SessionRegistry},
     session::{SendText, SessionError},
     sink::backoff_delay,
@@ -74,6 +72,9 @@ pub struct MessageRecord {
     /// The text (not serialised: never echoed or logged).
     #[serde(skip)]
     text: String,
+    /// Its outcome is in the batch outbox (durable): until then a restart reports it again.
+    #[serde(skip)]
+    outcome_reported: bool,
 }
 
 /// Counters for `/health` and metrics.
@@ -154,37 +155,6 @@ impl MessageDispatcher {
         self
     }
 
-    /// Hands a finished message's outcome to the batch queue.
-    fn report_outcome(&self, record: &MessageRecord) {
-        let (Some(batch), Some(state)) = (&self.outcomes, outcome_state(record.state)) else {
-            return;
-        };
-        let to = if record.to.contains('@') {
-            record.to.clone()
-        } else {
-            format!("{}@s.whatsapp.net", record.to)
-        };
-        let outcome = OutgoingOutcome {
-            direction: Direction::Outgoing,
-            message_id: record.message_id.clone(),
-            state,
-            whatsapp_id: record.whatsapp_id.clone(),
-            to,
-            error: (state == OutgoingState::Failed)
-                .then(|| record.last_error.clone())
-                .flatten()
-                .map(|error| error.chars().take(MAX_OUTCOME_ERROR_CHARS).collect()),
-        };
-        batch.do_send(MessageReceived {
-            item: OutboundItem {
-                session_id: record.session_id.clone(),
-                payload: Payload::Outgoing(outcome),
-                user_id: None,
-                timestamp: record.updated_at,
-            },
-        });
-    }
-
     /// Keeps every message in `store` and takes back, on start, those an earlier run left.
     pub fn with_store(mut self, store: OutgoingStore) -> Self {
         self.store = Some(store);
@@ -253,9 +223,14 @@ impl MessageDispatcher {
                             actor.ready.push_back(id.clone());
                             requeued += 1;
                         }
+                        let unreported = finished && !record.outcome_reported;
                         actor.records.insert(id.clone(), record);
                         if finished {
-                            actor.remember_finished(id, ctx);
+                            actor.remember_finished(id.clone(), ctx);
+                        }
+                        if unreported {
+                            // Finished just before a crash, its outcome not yet in the outbox.
+                            actor.report_outcome(&id, ctx);
                         }
                     }
                     if requeued > 0 {
@@ -376,10 +351,8 @@ impl MessageDispatcher {
             // Sent or given up: the text is no longer needed, in memory or in Redis.
             record.text = String::new();
         }
-        if let Some(record) = self.records.get(message_id) {
-            self.report_outcome(record);
-        }
         self.save(message_id, ctx);
+        self.report_outcome(message_id, ctx);
         self.remember_finished(message_id.to_string(), ctx);
     }
 }
@@ -392,18 +365,6 @@ enum SendOutcome {
     Retryable(String),
     /// Not worth retrying (the session is gone).
     Final(String),
-}
-
-/// Longest failure reason sent to Laravel with an outcome.
-const MAX_OUTCOME_ERROR_CHARS: usize = 500;
-
-/// The outcome Laravel hears for a finished message (`None` while it is not finished).
-fn outcome_state(state: MessageState) -> Option<OutgoingState> {
-    match state {
-        MessageState::Sent => Some(OutgoingState::Sent),
-        MessageState::Failed => Some(OutgoingState::Failed),
-        MessageState::Queued | MessageState::Sending | MessageState::Retrying => None,
-    }
 }
 
 /// A WhatsApp message id in WhatsApp Web's current shape: `3EB0` and 18 upper-case hex digits
@@ -484,6 +445,7 @@ impl Handler<QueueMessage> for MessageDispatcher {
             created_at: now,
             updated_at: now,
             text: queue.text,
+            outcome_reported: false,
         };
         // Accepted only once Redis holds it (when Redis is in use): a 202 must survive a restart.
         let stored = self.store.as_ref().map(|store| store.accept(&record));

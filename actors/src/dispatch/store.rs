@@ -28,6 +28,14 @@ struct StoredMessage {
     /// `None` once the message is sent or given up: no text is kept longer than needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     text: Option<String>,
+    /// Its outcome reached the batch outbox. Records of versions that did not say are taken as
+    /// reported (those versions reported at once).
+    #[serde(default = "reported_by_default")]
+    outcome_reported: bool,
+}
+
+fn reported_by_default() -> bool {
+    true
 }
 
 impl StoredMessage {
@@ -44,6 +52,7 @@ impl StoredMessage {
             created_at: record.created_at,
             updated_at: record.updated_at,
             text: (!finished).then(|| record.text.clone()),
+            outcome_reported: record.outcome_reported,
         }
     }
 
@@ -59,6 +68,7 @@ impl StoredMessage {
             created_at: self.created_at,
             updated_at: self.updated_at,
             text: self.text.unwrap_or_default(),
+            outcome_reported: self.outcome_reported,
         }
     }
 }
