@@ -272,7 +272,7 @@ async fn is_session_active_asks_memory_then_redis_then_laravel_and_fails_safe() 
     actix_rt::time::sleep(Duration::from_millis(1600)).await;
     wasup.disconnect(&session_id, "connection_lost").await;
     laravel.wait_status(&session_id, "inactive").await;
-    wasup.wait_removed(&session_id).await;
+    wasup.wait_stopped(&session_id).await;
 }
 
 #[actix_rt::test]
@@ -502,4 +502,53 @@ async fn an_accepted_outgoing_message_survives_a_restart_and_its_text_leaves_red
         stored().is_some_and(|value| value.contains("\"sent\"") && !value.contains("sobrevive"))
     })
     .await;
+}
+
+#[actix_rt::test]
+async fn an_outcome_not_yet_in_the_outbox_when_wasup_died_is_reported_after_the_restart() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    // What a kill -9 leaves in the few ms between the dispatcher's write and the outbox's: the
+    // message finished (sent), its outcome not reported; and one an earlier release reported.
+    let finished = |id: &str, reported: &str| {
+        format!(
+            r#"'7|{{"message_id":"{id}","session_id":"s1","to":"34600000002","state":"sent","attempts":1,"last_error":null,"whatsapp_id":"3EB0AABBCCDDEEFF001122","created_at":1,"updated_at":2{reported}}}'"#
+        )
+    };
+    for (id, reported) in [
+        ("m-unreported", r#","outcome_reported":false"#),
+        ("m-old", ""),
+    ] {
+        let answer = redis.query(&format!(
+            "HSET wasup:outgoing {id} {}",
+            finished(id, reported)
+        ));
+        assert!(
+            answer.is_some_and(|answer| answer.starts_with(":1")),
+            "{id}"
+        );
+    }
+    let _wasup = TestWasup::start(config).await;
+    wait_until("Laravel hears the outcome", PATIENCE, || async {
+        laravel
+            .messages_of("s1")
+            .iter()
+            .any(|item| item["message_id"] == "m-unreported" && item["state"] == "sent")
+    })
+    .await;
+    wait_until("the record is marked reported", PATIENCE, || async {
+        redis
+            .query("HGET wasup:outgoing m-unreported")
+            .is_some_and(|answer| answer.contains(r#""outcome_reported":true"#))
+    })
+    .await;
+    assert!(
+        !laravel
+            .messages_of("s1")
+            .iter()
+            .any(|item| item["message_id"] == "m-old"),
+        "a record of an older release counts as reported"
+    );
 }
