@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Laravel, PATIENCE, TestWasup, fast_config, service::assert_lane_accounting, wait_until,
+    Laravel, PATIENCE, TestWasup, fast_config, redis::RedisServer, service::assert_lane_accounting,
+    wait_until,
 };
 use serde_json::json;
 
@@ -220,13 +221,15 @@ async fn delete_stops_the_session_reports_inactive_and_forgets_its_store() {
 #[actix_rt::test]
 async fn only_a_logout_deletes_credentials_not_a_plain_delete_nor_a_404_from_laravel() {
     let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
     let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
     // The cache tiers forget quickly, so the connection drop below asks Laravel.
     config.cache.local_ttl = std::time::Duration::from_millis(50);
     config.cache.status_ttl = std::time::Duration::from_millis(50);
     config.cache.connection_ttl = std::time::Duration::from_millis(50);
     let sessions_dir = config.engine.data_dir.join("sessions");
-    let wasup = TestWasup::start(config).await;
+    let mut wasup = TestWasup::start(config.clone()).await;
     let paired = |session_id: String| {
         let (wasup, laravel) = (&wasup, &laravel);
         async move {
@@ -249,7 +252,8 @@ async fn only_a_logout_deletes_credentials_not_a_plain_delete_nor_a_404_from_lar
         .disconnect(&unknown_to_laravel, "connection_lost")
         .await;
     laravel.wait_status(&unknown_to_laravel, "inactive").await;
-    wasup.wait_removed(&unknown_to_laravel).await;
+    // An inferred ending keeps the record, bound to its user, across a restart.
+    wasup.wait_stopped(&unknown_to_laravel).await;
     assert!(
         laravel.lookups_of(&unknown_to_laravel) >= 1,
         "Laravel was asked"
@@ -261,6 +265,49 @@ async fn only_a_logout_deletes_credentials_not_a_plain_delete_nor_a_404_from_lar
             "{session_id}: the credentials stay without a logout"
         );
     }
+    let (_, list) = wasup.get("/sessions").await;
+    assert_eq!(
+        list["stoppedSessions"][0]["session_id"],
+        unknown_to_laravel.as_str(),
+        "{list}"
+    );
+    wasup.shutdown().await;
+    laravel.fail_lookups(None);
+    let wasup = TestWasup::start(config).await;
+    wasup.wait_stopped(&unknown_to_laravel).await;
+    let stopped = wasup.inspect(&unknown_to_laravel).await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert_eq!(stopped["user_id"], 2, "{stopped}");
+    let messages = format!("/sessions/{unknown_to_laravel}/messages");
+    let (status, refused) = wasup
+        .post(&messages, &json!({"to": "34600000001", "text": "hola"}))
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("session_stopped")),
+        "{refused}"
+    );
+
+    let reopen = |user_id: u64| json!({"user_id": user_id, "session_id": unknown_to_laravel});
+    let (status, refused) = wasup.post("/start", &reopen(99)).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "owned_by_another_user");
+    let (status, started) = wasup.post("/start", &reopen(2)).await;
+    assert_eq!(status, 201, "{started}");
+    laravel.wait_status(&unknown_to_laravel, "active").await;
+    assert_eq!(
+        wasup.inspect(&unknown_to_laravel).await["actor"]["qr_count"],
+        0,
+        "its own user reconnects it without a QR"
+    );
+
+    // A logout from the phone ends it for good: no stopped record, no store.
+    wasup.disconnect(&unknown_to_laravel, "logged_out").await;
+    wasup.wait_removed(&unknown_to_laravel).await;
+    wait_until("its store removed", PATIENCE, || async {
+        !sessions_dir.join(&unknown_to_laravel).exists()
+    })
+    .await;
 }
 
 #[actix_rt::test]
@@ -525,7 +572,8 @@ async fn a_quiet_connected_session_is_not_idle_but_a_dead_one_is() {
 
     wasup.disconnect(&session_id, "connection_lost").await;
     laravel.wait_status(&session_id, "inactive").await;
-    wasup.wait_removed(&session_id).await;
+    // Ended without a logout: its record stays, bound to its user, its login kept.
+    wasup.wait_stopped(&session_id).await;
 }
 
 #[actix_rt::test]

@@ -46,6 +46,7 @@ impl ApiError {
             ApiError::Registry(RegistryError::ShuttingDown) => "shutting_down",
             ApiError::Registry(RegistryError::Unavailable(_)) => "session_restarting",
             ApiError::Registry(RegistryError::Finishing(_)) => "session_finishing",
+            ApiError::Registry(RegistryError::Stopped(_)) => "session_stopped",
             ApiError::Registry(RegistryError::OwnedByAnother(_)) => "owned_by_another_user",
             ApiError::Registry(RegistryError::Session(SessionError::Closing)) => "session_closing",
             ApiError::Registry(RegistryError::Session(SessionError::NotConnected(_))) => {
@@ -76,6 +77,7 @@ impl ResponseError for ApiError {
                 | RegistryError::Session(_)
                 | RegistryError::Unavailable(_)
                 | RegistryError::Finishing(_)
+                | RegistryError::Stopped(_)
                 | RegistryError::OwnedByAnother(_),
             ) => StatusCode::CONFLICT,
             ApiError::Registry(RegistryError::AtCapacity { .. } | RegistryError::ShuttingDown)

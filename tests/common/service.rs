@@ -210,6 +210,15 @@ impl TestWasup {
         .await;
     }
 
+    /// Waits until the session ended without a logout: its record stays, state `stopped`.
+    pub async fn wait_stopped(&self, session_id: &str) {
+        let what = format!("session {session_id} stopped");
+        super::wait_until(&what, super::PATIENCE, || async {
+            self.inspect(session_id).await["state"] == "stopped"
+        })
+        .await;
+    }
+
     /// `GET /metrics/batch`.
     pub async fn batch_metrics(&self) -> Value {
         self.get("/metrics/batch").await.1

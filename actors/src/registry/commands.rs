@@ -11,7 +11,8 @@ use serde::Serialize;
 use slog::{info, warn};
 
 use super::{
-    INSPECT_TIMEOUT, RegistryError, SessionEntry, SessionRegistry, SessionSummary, stores,
+    INSPECT_TIMEOUT, RegistryError, Removal, SessionEntry, SessionRegistry, SessionSummary,
+    StoppedSession, stores,
 };
 use crate::{
     messages::{EstadoQr, SessionId},
@@ -61,6 +62,13 @@ impl Handler<StartSession> for SessionRegistry {
         if self.tombstones.stands(&session_id) {
             return Err(RegistryError::Finishing(session_id));
         }
+        let reopened = self.stopped.get(&session_id).cloned();
+        if reopened
+            .as_ref()
+            .is_some_and(|stopped| stopped.user_id != start.user_id)
+        {
+            return Err(RegistryError::OwnedByAnother(session_id));
+        }
         let store_dir = self.store_root.join(&session_id);
         if !stores::may_start(&store_dir, start.user_id) {
             return Err(RegistryError::OwnedByAnother(session_id));
@@ -71,6 +79,11 @@ impl Handler<StartSession> for SessionRegistry {
         }
         let mut entry = SessionEntry::new(start.user_id, Instant::now());
         entry.kept_store = kept_store;
+        if let Some(stopped) = reopened {
+            self.stopped.remove(&session_id);
+            entry.created_unix_ms = stopped.created_at;
+            info!(self.log, "Stopped session started again by its user."; "session_id" => &session_id);
+        }
         self.sessions.insert(session_id.clone(), entry);
         self.launch(&session_id, ctx);
         Ok(SessionStarted {
@@ -95,6 +108,18 @@ pub struct SessionList {
     pub pending_sessions: Vec<SessionSummary>,
     /// Their count.
     pub pending_count: usize,
+    /// Sessions ended without a logout, their login kept (state `stopped`), newest first.
+    pub stopped_sessions: Vec<StoppedListed>,
+}
+
+/// A stopped session in [`SessionList`].
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct StoppedListed {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its record.
+    #[serde(flatten)]
+    pub record: StoppedSession,
 }
 
 impl Handler<ListSessions> for SessionRegistry {
@@ -117,10 +142,17 @@ impl Handler<ListSessions> for SessionRegistry {
             })
             .cloned()
             .collect();
+        let stopped_sessions = self
+            .stopped
+            .list()
+            .into_iter()
+            .map(|(session_id, record)| StoppedListed { session_id, record })
+            .collect();
         MessageResult(SessionList {
             pending_count: pending_sessions.len(),
             sessions,
             pending_sessions,
+            stopped_sessions,
         })
     }
 }
@@ -160,6 +192,9 @@ pub struct SessionReport {
     pub node: String,
     /// Whether the actor answered.
     pub responsive: bool,
+    /// Why and when it stopped, for a session in state `stopped`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StoppedSession>,
     /// The actor's own view, when it answered.
     pub actor: Option<ActorInspection>,
 }
@@ -170,7 +205,11 @@ impl Handler<InspectSession> for SessionRegistry {
     fn handle(&mut self, inspect: InspectSession, _: &mut Context<Self>) -> Self::Result {
         let session_id = inspect.session_id;
         let Some(entry) = self.sessions.get(&session_id) else {
-            return Box::pin(async move { Err(RegistryError::NotFound(session_id)) });
+            let answer = match self.stopped.get(&session_id) {
+                Some(stopped) => Ok(self.stopped_report(session_id, stopped)),
+                None => Err(RegistryError::NotFound(session_id)),
+            };
+            return Box::pin(async move { answer });
         };
         let mut report = SessionReport {
             session_id,
@@ -185,6 +224,7 @@ impl Handler<InspectSession> for SessionRegistry {
             renewals: entry.renewals,
             node: self.node_id.clone(),
             responsive: false,
+            stopped: None,
             actor: None,
         };
         let addr = entry.addr.clone();
@@ -220,13 +260,19 @@ impl Handler<RemoveSession> for SessionRegistry {
         } else {
             "deleted"
         };
-        if self.remove(
-            &remove.session_id,
-            Some(EstadoQr::Inactive),
-            remove.logout,
+        let removal = Removal {
+            report: Some(EstadoQr::Inactive),
+            logout: remove.logout,
             reason,
-            ctx,
-        ) {
+            keep_record: false,
+        };
+        if self.remove(&remove.session_id, removal, ctx) {
+            Ok(())
+        } else if self.stopped.remove(&remove.session_id).is_some() {
+            self.unsave(&remove.session_id, ctx);
+            if remove.logout {
+                self.delete_store(&remove.session_id);
+            }
             Ok(())
         } else {
             Err(RegistryError::NotFound(remove.session_id))
@@ -351,6 +397,10 @@ pub struct RegistryStats {
     pub restarts: u64,
     /// Crashes since start.
     pub crashes: u64,
+    /// Sessions ended without a logout whose record and login are kept (`stopped`).
+    pub stopped: usize,
+    /// Stopped records forgotten at `sessions.max_stopped` since start.
+    pub stopped_dropped: u64,
     /// Whether new sessions are accepted.
     pub accepting: bool,
 }
@@ -381,7 +431,7 @@ impl Handler<LookupSession> for SessionRegistry {
 
     fn handle(&mut self, lookup: LookupSession, _: &mut Context<Self>) -> Self::Result {
         match self.sessions.get(&lookup.session_id) {
-            None => Err(RegistryError::NotFound(lookup.session_id)),
+            None => Err(self.not_running(lookup.session_id)),
             Some(entry) => entry
                 .addr
                 .clone()

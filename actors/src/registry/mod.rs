@@ -7,6 +7,7 @@ mod commands;
 mod entry;
 mod notices;
 mod persistence;
+mod stopped;
 mod stores;
 mod tombstones;
 
@@ -23,11 +24,12 @@ use slog::{Logger, error, info, o, warn};
 pub use commands::{
     CleanupNotConnected, CleanupPending, GetRegistryStats, InspectSession, ListSessions,
     LookupSession, RegistryStats, RemoveSession, SessionList, SessionReport, SessionStarted,
-    SimulateSession, StartSession, StopAllSessions,
+    SimulateSession, StartSession, StopAllSessions, StoppedListed,
 };
 pub use entry::{CrashVerdict, SessionEntry, SessionSummary};
 pub use notices::{SessionDied, SessionFinished, SessionStateChanged};
 pub use persistence::{FlushRegistry, SessionRecord, SessionStore};
+pub use stopped::{StoppedSession, StoppedSessions};
 pub use tombstones::{TOMBSTONE_MAX, Tombstones};
 
 use crate::{
@@ -62,6 +64,9 @@ pub enum RegistryError {
     /// The id's store (its WhatsApp login) belongs to another Laravel user.
     #[error("session {0} belongs to another user_id")]
     OwnedByAnother(SessionId),
+    /// The session ended without a logout; `POST /start` with its id and user starts it again.
+    #[error("session {0} is stopped; start it again with its user_id")]
+    Stopped(SessionId),
     /// A session with this id is still finishing (logging out, deleting its store).
     #[error("session {0} is still finishing; start it again in a moment")]
     Finishing(SessionId),
@@ -71,6 +76,30 @@ pub enum RegistryError {
     /// The session refused the command.
     #[error(transparent)]
     Session(#[from] SessionError),
+}
+
+/// How [`SessionRegistry::remove`] ends a session.
+struct Removal<'a> {
+    /// Status to report to Laravel.
+    report: Option<EstadoQr>,
+    /// Log out of WhatsApp and delete the store.
+    logout: bool,
+    /// Why, for logs and the stopped record.
+    reason: &'a str,
+    /// Keep a `stopped` record when the login stays (sweeps, crashes); a DELETE forgets it.
+    keep_record: bool,
+}
+
+impl<'a> Removal<'a> {
+    /// An ending wasup decided: the login stays, and so does the record.
+    fn decided(report: EstadoQr, reason: &'a str) -> Self {
+        Self {
+            report: Some(report),
+            logout: false,
+            reason,
+            keep_record: true,
+        }
+    }
 }
 
 /// What the registry works with besides its settings.
@@ -105,8 +134,10 @@ pub struct SessionRegistry {
     cache: Option<CacheHandle>,
     /// The Redis record of every session, for restore; `None` when Redis is disabled.
     store: Option<SessionStore>,
-    /// Every session this node owns.
+    /// Every session this node runs.
     sessions: HashMap<SessionId, SessionEntry>,
+    /// Sessions that ended without a logout, their login kept for their user (bounded).
+    stopped: StoppedSessions,
     /// This node's name.
     node_id: String,
     /// Threads session actors run on, round robin, so sessions use every core.
@@ -126,6 +157,7 @@ pub struct SessionRegistry {
 impl SessionRegistry {
     /// A registry with no sessions (it restores those recorded in `links.store` on start).
     pub fn new(config: SessionConfig, links: RegistryLinks, log: Logger) -> Self {
+        let max_stopped = config.max_stopped;
         Self {
             config: Arc::new(config),
             engine_factory: links.engine_factory,
@@ -140,6 +172,7 @@ impl SessionRegistry {
             accepting: true,
             crashes: 0,
             tombstones: Tombstones::default(),
+            stopped: StoppedSessions::new(max_stopped),
             log,
         }
     }
@@ -176,26 +209,28 @@ impl SessionRegistry {
 
     /// Forgets a session and tells its actor to finish, reporting `report`. Its store (the
     /// WhatsApp credentials) is deleted only with `logout`, or when the session never connected
-    /// (then it holds no login).
-    fn remove(
-        &mut self,
-        session_id: &str,
-        report: Option<EstadoQr>,
-        logout: bool,
-        reason: &str,
-        ctx: &mut Context<Self>,
-    ) -> bool {
+    /// (then it holds no login). With `keep_record` (an ending wasup decided, not a DELETE) a
+    /// session whose login stays is kept as `stopped`.
+    fn remove(&mut self, session_id: &str, ending: Removal<'_>, ctx: &mut Context<Self>) -> bool {
+        let Removal {
+            report,
+            logout,
+            reason,
+            keep_record,
+        } = ending;
         let Some(entry) = self.sessions.remove(session_id) else {
             return false;
         };
-        self.unsave(session_id, ctx);
+        let forget_store = logout || !(entry.ever_connected || entry.kept_store);
+        let record = StoppedSession::now(entry.user_id, reason, entry.created_unix_ms);
+        self.keep_stopped(session_id, record, keep_record && !forget_store, ctx);
         match entry.addr {
             Some(addr) => {
                 addr.do_send(StopSession {
                     report,
                     logout,
                     reason: reason.to_string(),
-                    forget_store: logout || !(entry.ever_connected || entry.kept_store),
+                    forget_store,
                 });
                 self.entomb(session_id, entry.generation, addr, ctx);
             }
@@ -237,9 +272,7 @@ impl SessionRegistry {
         for session_id in &expired {
             self.remove(
                 session_id,
-                Some(EstadoQr::Expired),
-                false,
-                "pending timeout: never scanned",
+                Removal::decided(EstadoQr::Expired, "pending timeout: never scanned"),
                 ctx,
             );
         }
@@ -260,9 +293,10 @@ impl SessionRegistry {
         for session_id in &lost {
             self.remove(
                 session_id,
-                Some(EstadoQr::Inactive),
-                false,
-                "not connected for a whole sweep interval",
+                Removal::decided(
+                    EstadoQr::Inactive,
+                    "not connected for a whole sweep interval",
+                ),
                 ctx,
             );
         }
@@ -313,9 +347,7 @@ impl SessionRegistry {
                 error!(self.log, "Session keeps crashing; given up."; "session_id" => session_id, "reason" => &reason);
                 self.remove(
                     session_id,
-                    Some(EstadoQr::Inactive),
-                    false,
-                    "crashed too often",
+                    Removal::decided(EstadoQr::Inactive, "crashed too often"),
                     ctx,
                 );
             }
@@ -360,6 +392,8 @@ impl SessionRegistry {
                 .map(|entry| u64::from(entry.restarts))
                 .sum(),
             crashes: self.crashes,
+            stopped: self.stopped.len(),
+            stopped_dropped: self.stopped.dropped,
             accepting: self.accepting,
         }
     }

@@ -1,10 +1,11 @@
-//! What session actors tell the registry: state changes, endings, deaths.
+//! What session actors tell the registry: state changes, endings (kept as `stopped` records
+//! when the login stays), deaths.
 
 use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::SessionRegistry;
+use super::{SessionRegistry, StoppedSession};
 use crate::{messages::SessionId, session::SessionState};
 
 /// A session actor reports its new state.
@@ -44,6 +45,9 @@ pub struct SessionFinished {
     pub reason: String,
     /// Start a fresh incarnation (max lifetime reached) instead of forgetting it.
     pub renew: bool,
+    /// The store stays (no logout; it may hold a login): the registry keeps the record as
+    /// `stopped`, bound to its user.
+    pub keeps_store: bool,
 }
 
 impl Handler<SessionFinished> for SessionRegistry {
@@ -64,7 +68,9 @@ impl Handler<SessionFinished> for SessionRegistry {
             self.launch(&finished.session_id, ctx);
         } else if let Some(entry) = self.sessions.remove(&finished.session_id) {
             if !finished.renew {
-                self.unsave(&finished.session_id, ctx);
+                let record =
+                    StoppedSession::now(entry.user_id, &finished.reason, entry.created_unix_ms);
+                self.keep_stopped(&finished.session_id, record, finished.keeps_store, ctx);
             }
             // The actor is still finishing (last status, logout, store): its id waits for it.
             if let Some(addr) = entry.addr {

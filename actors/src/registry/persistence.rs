@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use slog::{info, warn};
 use tokio::sync::oneshot;
 
-use super::{SessionEntry, SessionRegistry, stores};
+use super::{SessionEntry, SessionRegistry, StoppedSession, stores};
 use crate::{
     messages::{MAX_USER_ID, is_valid_session_id, unix_millis},
+    session::SessionState,
     store::{Keys, PersistQueue, RedisPool, RepeatGate, drive_writes, next_seq, split_stored},
 };
 
@@ -30,6 +31,9 @@ pub struct SessionRecord {
     pub created_at: u64,
     /// Whether it was ever connected.
     pub ever_connected: bool,
+    /// Why and when it stopped, for a record in state `stopped` (restored as such, not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StoppedSession>,
 }
 
 /// The registry's Redis link.
@@ -65,7 +69,7 @@ impl SessionStore {
 impl SessionRegistry {
     /// Queues the write of a session's record.
     pub(super) fn save(&mut self, session_id: &str, ctx: &mut Context<Self>) {
-        let (Some(store), Some(entry)) = (&mut self.store, self.sessions.get(session_id)) else {
+        let Some(entry) = self.sessions.get(session_id) else {
             return;
         };
         let record = SessionRecord {
@@ -73,8 +77,31 @@ impl SessionRegistry {
             state: entry.state.as_str().to_string(),
             created_at: entry.created_unix_ms,
             ever_connected: entry.ever_connected,
+            stopped: None,
         };
-        if let Ok(json) = serde_json::to_string(&record) {
+        self.write_record(session_id, &record, ctx);
+    }
+
+    /// Queues the write of a stopped session's record.
+    pub(super) fn save_stopped(&mut self, session_id: &str, ctx: &mut Context<Self>) {
+        let Some(stopped) = self.stopped.get(session_id) else {
+            return;
+        };
+        let record = SessionRecord {
+            user_id: stopped.user_id,
+            state: SessionState::Stopped.as_str().to_string(),
+            created_at: stopped.created_at,
+            ever_connected: true,
+            stopped: Some(stopped.clone()),
+        };
+        self.write_record(session_id, &record, ctx);
+    }
+
+    fn write_record(&mut self, session_id: &str, record: &SessionRecord, ctx: &mut Context<Self>) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if let Ok(json) = serde_json::to_string(record) {
             let key = store.keys.sessions();
             store
                 .queue
@@ -133,6 +160,7 @@ impl SessionRegistry {
                     }
                     let mut restored = 0usize;
                     let mut skipped = 0usize;
+                    let mut kept_stopped = 0usize;
                     for (session_id, stored) in entries {
                         if registry.sessions.contains_key(&session_id) || !registry.accepting {
                             continue;
@@ -146,6 +174,11 @@ impl SessionRegistry {
                                 continue;
                             }
                         };
+                        if let Some(stopped) = record.stopped {
+                            registry.stopped.insert(session_id, stopped);
+                            kept_stopped += 1;
+                            continue;
+                        }
                         let store_dir = registry.store_root.join(&session_id);
                         if !stores::may_start(&store_dir, record.user_id) {
                             skipped += 1;
@@ -168,8 +201,9 @@ impl SessionRegistry {
                         registry.launch(&session_id, ctx);
                         restored += 1;
                     }
-                    if restored > 0 || skipped > 0 {
-                        info!(registry.log, "Sessions restored from Redis."; "count" => restored, "skipped" => skipped);
+                    if restored > 0 || skipped > 0 || kept_stopped > 0 {
+                        info!(registry.log, "Sessions restored from Redis."; "count" => restored,
+                            "skipped" => skipped, "stopped" => kept_stopped);
                     }
                 }
                 Err(error) => {
@@ -239,7 +273,6 @@ impl Handler<FlushRegistry> for SessionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SessionState;
 
     #[test]
     fn a_restored_entry_keeps_its_age_and_history() {
@@ -248,6 +281,7 @@ mod tests {
             state: "active".into(),
             created_at: unix_millis() - 60_000,
             ever_connected: true,
+            stopped: None,
         };
         let entry = restored_entry(&record);
         assert!(entry.created_at.elapsed() >= Duration::from_secs(59));

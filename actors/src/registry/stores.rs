@@ -144,10 +144,11 @@ pub fn leftovers(
 impl SessionRegistry {
     /// Removes the stores no session has used for `sessions.leftover_store_retention` (once the
     /// sessions recorded in Redis are restored, so none of theirs is taken for a leftover).
-    pub(super) fn sweep_leftover_stores(&mut self, _: &mut Context<Self>) {
+    pub(super) fn sweep_leftover_stores(&mut self, ctx: &mut Context<Self>) {
         if self.store.as_ref().is_some_and(|store| !store.restored) {
             return;
         }
+        self.forget_stale_stopped(ctx);
         // A store in use is used now: a long-running session's store, once it ends without a
         // logout, counts its retention from then, not from its start.
         for session_id in self.sessions.keys() {

@@ -63,6 +63,10 @@ pub struct SessionConfig {
     /// left by sessions that ended without a logout do not pile up; swept hourly.
     #[serde(with = "humantime_serde")]
     pub leftover_store_retention: Duration,
+    /// Records of sessions that ended without a logout (state `stopped`, their login kept and
+    /// bound to their user) kept at most; past it the oldest is forgotten (its store stays until
+    /// the leftover sweep). Bounds the registry against churn.
+    pub max_stopped: usize,
 }
 
 impl Default for SessionConfig {
@@ -86,6 +90,7 @@ impl Default for SessionConfig {
             restart_window: Duration::from_secs(600),
             watchdog_interval: Duration::from_secs(5),
             leftover_store_retention: Duration::from_secs(30 * 24 * 3600),
+            max_stopped: 10_000,
         }
     }
 }

@@ -224,6 +224,7 @@ impl SessionActor {
                 generation: self.generation,
                 reason: ending.reason.clone(),
                 renew: ending.renew,
+                keeps_store: !ending.forget_store,
             });
         }
         let close_engine = if ending.logout {

@@ -26,6 +26,10 @@ pub enum SessionState {
     Restarting,
     /// Finished (logged out, expired, removed); the actor is stopping.
     Closed,
+    /// Ended without a logout (idle, reconnects used up, Laravel says inactive, ...): no actor
+    /// runs; the record and the login are kept for its user, and `POST /start` with the same id
+    /// and `user_id` reconnects it without a QR.
+    Stopped,
 }
 
 impl SessionState {
@@ -41,6 +45,7 @@ impl SessionState {
             SessionState::Active => "active",
             SessionState::Restarting => "restarting",
             SessionState::Closed => "closed",
+            SessionState::Stopped => "stopped",
         }
     }
 }
