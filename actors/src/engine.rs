@@ -196,6 +196,9 @@ pub enum SimulatedAction {
         message_id: Option<String>,
         /// The chat's JID (a group), or `None` for a direct message (our own JID).
         chat: Option<String>,
+        /// The phone side waiting for wasup's receipt (confirmed once the message is in the
+        /// durable outbox), or `None` when nobody waits.
+        receipt: Option<MessagesAck>,
     },
 }
 

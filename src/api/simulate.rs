@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use wasup_actors::{
-    engine::{DisconnectReason, SimulatedAction},
+    engine::{DisconnectReason, MessagesAck, SimulatedAction},
     registry::SimulateSession,
     session::SimulateCommand,
 };
@@ -94,9 +94,28 @@ pub struct IncomingMessageRequest {
     /// A group chat's JID (a direct message when absent).
     #[schema(min_length = 1, max_length = 64)]
     chat: Option<String>,
+    /// Wait (at most 10 s) for wasup's receipt, as WhatsApp does, and answer 200 with whether
+    /// it came: a receipted message is in the durable outbox; an unreceipted one WhatsApp would
+    /// deliver again.
+    #[serde(default)]
+    wait_receipt: bool,
 }
 
-#[utoipa::path(post, path = "/sessions/{id}/simulate/message", tag = "simulate", params(("id" = String, Path, description = "Session id")), request_body = IncomingMessageRequest, responses((status = 202, description = "A text message arrives; it is forwarded to Laravel's messages batch", body = AcceptedAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Refused (not connected, closing or restarting)", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
+/// How long `wait_receipt` waits for wasup's receipt.
+const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `POST /sessions/{id}/simulate/message`'s answer with `wait_receipt`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReceiptAnswer {
+    /// The session.
+    session_id: String,
+    /// The message's WhatsApp id (the one given, or the fresh one chosen).
+    message_id: String,
+    /// Whether wasup receipted it (the message is in the durable outbox) within 10 s.
+    receipted: bool,
+}
+
+#[utoipa::path(post, path = "/sessions/{id}/simulate/message", tag = "simulate", params(("id" = String, Path, description = "Session id")), request_body = IncomingMessageRequest, responses((status = 202, description = "A text message arrives; it is forwarded to Laravel's messages batch", body = AcceptedAnswer), (status = 200, description = "With wait_receipt: whether wasup receipted it", body = ReceiptAnswer), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Refused (not connected, closing or restarting)", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/simulate/message {"from":"...","text":"..."}`: a message arrives.
 pub async fn message(
     state: web::Data<AppState>,
@@ -108,6 +127,7 @@ pub async fn message(
         text,
         message_id,
         chat,
+        wait_receipt,
     } = body.into_inner();
     let within = |value: &Option<String>, max: usize| {
         value
@@ -125,13 +145,36 @@ pub async fn message(
                 .into(),
         ));
     }
+    if !wait_receipt {
+        let action = SimulatedAction::ReceiveMessage {
+            from,
+            text,
+            message_id,
+            chat,
+            receipt: None,
+        };
+        return apply(&state, id.into_inner(), SimulateCommand::Engine(action)).await;
+    }
+    let message_id = message_id.unwrap_or_else(|| format!("3EB0{:016X}", fastrand::u64(..)));
+    let (receipt, receipted) = MessagesAck::new();
     let action = SimulatedAction::ReceiveMessage {
         from,
         text,
-        message_id,
+        message_id: Some(message_id.clone()),
         chat,
+        receipt: Some(receipt),
     };
-    apply(&state, id.into_inner(), SimulateCommand::Engine(action)).await
+    let session_id = id.into_inner();
+    apply(&state, session_id.clone(), SimulateCommand::Engine(action)).await?;
+    let receipted = matches!(
+        actix_rt::time::timeout(RECEIPT_WAIT, receipted).await,
+        Ok(Ok(()))
+    );
+    Ok(HttpResponse::Ok().json(ReceiptAnswer {
+        session_id,
+        message_id,
+        receipted,
+    }))
 }
 
 /// `POST /sessions/{id}/simulate/fail-messages` body.

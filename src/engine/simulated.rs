@@ -206,6 +206,7 @@ impl SimulatedEngine {
         text: String,
         message_id: Option<String>,
         chat: Option<String>,
+        receipt: Option<MessagesAck>,
     ) -> Result<(), EngineError> {
         if self.connection.is_none() || !self.credentials.is_paired() {
             return Err(EngineError::Failed("not connected".into()));
@@ -229,7 +230,7 @@ impl SimulatedEngine {
                 },
                 timestamp: unix_millis(),
             }],
-            ack: MessagesAck::unobserved(),
+            ack: receipt.unwrap_or_else(MessagesAck::unobserved),
         };
         let events = self.events.clone();
         actix_rt::spawn(async move {
@@ -330,8 +331,9 @@ impl Engine for SimulatedEngine {
                 text,
                 message_id,
                 chat,
+                receipt,
             } => {
-                return self.receive_message(from, text, message_id, chat);
+                return self.receive_message(from, text, message_id, chat, receipt);
             }
             SimulatedAction::Scan => ConnectionCommand::Scan,
             SimulatedAction::Disconnect(reason) => ConnectionCommand::Disconnect(reason),
