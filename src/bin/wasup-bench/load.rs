@@ -48,12 +48,26 @@ impl Api {
 
     /// `POST path` with a JSON body; the status and the answer.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let mut response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .send_json(body)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.call(awc::http::Method::POST, path, Some(body)).await
+    }
+
+    /// `DELETE path`; the status and the answer.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.call(awc::http::Method::DELETE, path, None).await
+    }
+
+    async fn call(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        let sent = match body {
+            Some(body) => request.send_json(body),
+            None => request.send(),
+        };
+        let mut response = sent.await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let status = response.status().as_u16();
         let answer = response.body().await?;
         Ok((

@@ -4,7 +4,11 @@
 
 mod coverage;
 mod laravel;
+// Shared with wasup-chaos (`#[path]`), which uses parts the benchmark does not.
+#[allow(dead_code)]
 mod load;
+// Shared with wasup-chaos (`#[path]`), which uses parts the benchmark does not.
+#[allow(dead_code)]
 mod processes;
 mod render;
 mod scenarios;

@@ -1,5 +1,6 @@
 //! The processes a benchmark runs: a private `redis-server` and the `wasup` release binary, with
-//! what `/proc` says about the latter (RSS, CPU time, threads).
+//! what `/proc` says about the latter (RSS, CPU time, threads). Shared with `wasup-chaos`, which
+//! also stops and kills them.
 
 use std::{
     net::TcpListener,
@@ -38,6 +39,11 @@ impl RedisProcess {
     pub fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
         let dir = scratch("redis")?;
+        let child = Self::spawn(port, &dir)?;
+        Ok(Self { port, child, dir })
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<Child> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -56,7 +62,7 @@ impl RedisProcess {
                 "noeviction",
             ])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -68,7 +74,23 @@ impl RedisProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Self { port, child, dir })
+        Ok(child)
+    }
+
+    /// Stops it as an operator would (SIGTERM: the append-only file is written out), and waits
+    /// for the exit; [`start_again`](Self::start_again) brings it back with its data.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts it again on the same port with the same data, after [`stop`](Self::stop).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        self.child = Self::spawn(self.port, &self.dir)?;
+        Ok(())
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -155,10 +177,21 @@ impl WasupProcess {
             }
             None => Command::new(wasup_binary()?),
         };
+        // `BENCH_WASUP_LOG=FILE` keeps wasup's log (appended across restarts) for a post-mortem.
+        let (out, err) = match std::env::var_os("BENCH_WASUP_LOG") {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                (Stdio::from(file.try_clone()?), Stdio::from(file))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
         command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(out)
+            .stderr(err);
         for (name, value) in env {
             command.env(name, value);
         }
@@ -184,6 +217,15 @@ impl WasupProcess {
             }
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would, and wait for the exit.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        Command::new("kill")
+            .args(["-KILL", &self.pid().to_string()])
+            .status()?;
+        self.child.wait()?;
         Ok(())
     }
 
