@@ -448,3 +448,44 @@ async fn the_served_openapi_document_is_the_checked_in_one() {
         "X-Api-Key"
     );
 }
+
+#[actix_rt::test]
+async fn a_full_message_queue_answers_503_with_retry_after() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.messages.max_queued = 1;
+    // The first send fails and its retry comes only much later: it keeps the queue full.
+    config.messages.backoff_base = Duration::from_secs(3600);
+    config.messages.backoff_max = Duration::from_secs(3600);
+    let wasup = TestWasup::start(config).await;
+    let session_id = wasup.start_session(1).await;
+    laravel.wait_qr(&session_id).await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+    wasup
+        .post(
+            &format!("/sessions/{session_id}/simulate/fail-messages"),
+            &json!({"count": 1}),
+        )
+        .await;
+    let path = format!("/sessions/{session_id}/messages");
+    let message = json!({"to": "34600000001", "text": "hola"});
+    assert_eq!(wasup.post(&path, &message).await.0, 202);
+    let mut refused = awc::Client::default()
+        .post(format!("{}{path}", wasup.base))
+        .insert_header(("X-Api-Key", API_KEY))
+        .send_json(&message)
+        .await
+        .expect("answers");
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()),
+        Some("5"),
+        "a client is told when to try again"
+    );
+    let body: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(body["code"], "busy", "{body}");
+}

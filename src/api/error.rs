@@ -34,6 +34,15 @@ pub enum ApiError {
     /// An actor did not answer (shutting down).
     #[error("wasup is not answering: {0}")]
     Unavailable(String),
+    /// Refused for a moment (the message queue is full, Redis did not take the message): 503
+    /// with `Retry-After`, so a client knows to try again and when.
+    #[error("{reason}")]
+    Busy {
+        /// What refused it.
+        reason: String,
+        /// Seconds after which trying again makes sense.
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -61,6 +70,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Busy { .. } => "busy",
         }
     }
 }
@@ -81,7 +91,8 @@ impl ResponseError for ApiError {
                 | RegistryError::OwnedByAnother(_),
             ) => StatusCode::CONFLICT,
             ApiError::Registry(RegistryError::AtCapacity { .. } | RegistryError::ShuttingDown)
-            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Unavailable(_)
+            | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -91,9 +102,17 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Registry(RegistryError::Finishing(_)) = self {
+        match self {
             // A finishing session stops within moments (a logout round trip, a store removal).
-            response.insert_header(("Retry-After", "1"));
+            ApiError::Registry(RegistryError::Finishing(_)) => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            ApiError::Busy {
+                retry_after_secs, ..
+            } => {
+                response.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
             error: self.to_string(),

@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use wasup_actors::dispatch::{GetMessage, QueueMessage};
+use wasup_actors::dispatch::{DispatchError, GetMessage, QueueMessage};
 
 #[allow(unused_imports)]
 use super::schema::ErrorBody;
@@ -25,7 +25,7 @@ pub struct SendRequest {
     text: String,
 }
 
-#[utoipa::path(post, path = "/sessions/{id}/messages", tag = "messages", params(("id" = String, Path, description = "Session id")), request_body = SendRequest, responses((status = 202, description = "Queued", body = MessageRecord), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Restarting after a crash", body = ErrorBody), (status = 503, description = "Queue full", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
+#[utoipa::path(post, path = "/sessions/{id}/messages", tag = "messages", params(("id" = String, Path, description = "Session id")), request_body = SendRequest, responses((status = 202, description = "Queued", body = MessageRecord), (status = 404, description = "No such session", body = ErrorBody), (status = 409, description = "Restarting after a crash", body = ErrorBody), (status = 503, description = "Queue full, or Redis did not take the message; Retry-After says when to try again", body = ErrorBody), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
 /// `POST /sessions/{id}/messages {"to","text"}`: 202 with the message's record (`message_id`, `state`).
 pub async fn send(
     state: web::Data<AppState>,
@@ -51,7 +51,14 @@ pub async fn send(
             text,
         })
         .await?
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+        .map_err(|error| ApiError::Busy {
+            retry_after_secs: match error {
+                // Sends drain the queue at their own pace; Redis comes back or is retried soon.
+                DispatchError::QueueFull(_) => 5,
+                DispatchError::NotStored(_) => 2,
+            },
+            reason: error.to_string(),
+        })?;
     Ok(HttpResponse::Accepted().json(record))
 }
 
