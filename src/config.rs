@@ -105,6 +105,13 @@ pub struct HttpConfig {
     /// (systemd's `Restart=on-failure`) restarts it and the Redis outbox brings back what was
     /// pending, instead of a process that answers `/health` and delivers nothing.
     pub probe_failures: u32,
+    /// Restarts of one core actor (batch queue, sink, cache, breaker) allowed within
+    /// `core_restart_window` after it stopped or panicked; the next time it stays down and the
+    /// liveness probe ends the process. 0: never restart in the process.
+    pub core_restarts: u32,
+    /// The window `core_restarts` counts in.
+    #[serde(with = "humantime_serde")]
+    pub core_restart_window: Duration,
     /// Key every call but `/health` must carry in `X-Api-Key`, at least
     /// [`MIN_API_KEY_CHARS`] characters. Empty: no key, which is allowed only on a loopback
     /// address.
@@ -138,6 +145,8 @@ impl Default for HttpConfig {
             shutdown_timeout: Duration::from_secs(20),
             probe_interval: Duration::from_secs(5),
             probe_failures: 3,
+            core_restarts: 5,
+            core_restart_window: Duration::from_secs(60),
             api_key: String::new(),
             rate_limit_per_minute: 100,
             rate_limit_per_key_per_minute: 6000,
@@ -234,6 +243,9 @@ impl Config {
         }
         if self.http.health_cache_ttl > Duration::from_secs(10) {
             return Err("http.health_cache_ttl must be at most 10s".into());
+        }
+        if self.http.core_restart_window.is_zero() {
+            return Err("http.core_restart_window must be above zero".into());
         }
         if self.http.probe_interval.is_zero() || self.http.probe_failures == 0 {
             return Err("http.probe_interval and http.probe_failures must be above zero".into());

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod core_actors;
 pub mod engine;
 pub mod logging;
 pub mod telemetry;
@@ -14,17 +15,14 @@ use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use anyhow::Context as _;
 use slog::{Logger, info, warn};
 use wasup_actors::{
-    batch::{BatchActor, Drain, DurableOutbox, FlushOutbox, GetBatchStats},
-    breaker::CircuitBreaker,
-    cache::{CacheActor, LaravelStatusLookup},
+    batch::{Drain, FlushOutbox, GetBatchStats},
     crash::install_panic_hook,
     dispatch::{FlushOutgoing, MessageDispatcher, OutgoingStore},
     registry::{FlushRegistry, RegistryLinks, SessionRegistry, SessionStore, StopAllSessions},
-    sink::LaravelSink,
-    store::{Keys, PersistQueue, RedisPool},
+    store::{Keys, RedisPool},
 };
 
-use crate::{api::AppState, config::Config, engine::EngineKind};
+use crate::{api::AppState, config::Config, core_actors::CoreActors, engine::EngineKind};
 
 /// A running wasup: its address and what shutdown needs.
 pub struct Wasup {
@@ -82,39 +80,15 @@ impl Wasup {
             });
         }
         let keys = Keys::new(&config.redis.key_prefix);
-        let journal = |pool: &RedisPool| {
-            PersistQueue::new(
-                pool.clone(),
-                config.redis.retry_base,
-                config.redis.retry_max,
-            )
-        };
-        let breaker = CircuitBreaker::new(config.breaker.clone(), log.clone()).start();
+        let journal = |pool: &RedisPool| core_actors::journal(pool, &config.redis);
         let telemetry = Arc::new(telemetry::Telemetry::new()?);
-        let sink = LaravelSink::new(config.laravel.clone(), breaker.clone(), log.clone())
-            .with_latency_histogram(telemetry.laravel_latency.clone())
-            .start();
-        let outbox = redis
-            .as_ref()
-            .map(|pool| DurableOutbox::new(pool.clone(), keys.clone(), journal(pool)));
-        let batch = BatchActor::new(config.batch.clone(), sink.clone(), outbox, log.clone())
-            .with_budget(config.laravel.budget_limits(), config.laravel.contract)
-            .start();
-        let lookup = LaravelStatusLookup::new(
-            &config.laravel.base_url,
-            &config.laravel.token,
-            config.cache.laravel_timeout,
+        let core = CoreActors::start(
+            &config,
+            redis.as_ref(),
+            &keys,
+            telemetry.laravel_latency.clone(),
+            &log,
         );
-        let cache = CacheActor::new(
-            config.cache.clone(),
-            redis.as_ref().map(|pool| (pool.clone(), journal(pool))),
-            config.redis.mode,
-            keys.clone(),
-            config.redis.check_interval,
-            lookup,
-            log.clone(),
-        )
-        .start_with_handle();
         let threads = match config.sessions.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             threads => threads,
@@ -127,8 +101,8 @@ impl Wasup {
         let links = RegistryLinks {
             engine_factory: config.engine.factory()?,
             store_root: config.engine.sessions_dir(),
-            batch: batch.clone(),
-            cache: Some(cache.clone()),
+            batch: core.batch.clone(),
+            cache: Some(core.cache.clone()),
             store,
             node_id: config.node_id(),
             session_arbiters: session_arbiters
@@ -140,20 +114,22 @@ impl Wasup {
         let mut dispatcher =
             MessageDispatcher::new(config.messages.clone(), registry.clone(), log.clone());
         if config.messages.report_outcomes {
-            dispatcher = dispatcher.with_outcomes_to(batch.clone());
+            dispatcher = dispatcher.with_outcomes_to(core.batch.clone());
         }
         if let Some(pool) = &redis {
             dispatcher =
                 dispatcher.with_store(OutgoingStore::new(pool.clone(), &keys, journal(pool)));
         }
         let dispatcher = dispatcher.start();
+        core.tell_after_batch_restart(registry.clone(), dispatcher.clone());
         let state = AppState {
             dispatcher,
             registry,
-            batch,
-            sink,
-            breaker,
-            cache: cache.addr,
+            batch: core.batch,
+            sink: core.sink,
+            breaker: core.breaker,
+            cache: core.cache.addr,
+            core_restarts: core.restarts,
             redis_health: redis.as_ref().map(RedisPool::health),
             config: Arc::clone(&config),
             started_at: Instant::now(),

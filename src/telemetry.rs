@@ -15,6 +15,8 @@ use wasup_actors::{
     sink::SinkStats,
 };
 
+use crate::core_actors::CoreRestartFigures;
+
 /// Latency buckets for Laravel requests, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 45.0,
@@ -23,6 +25,9 @@ const LATENCY_BUCKETS: [f64; 12] = [
 /// Every metric wasup exports.
 pub struct Telemetry {
     registry: Registry,
+    /// What each counter followed at the last scrape.
+    followed: Followed,
+    core_restarts: IntCounterVec,
     /// Observed by the sink.
     pub laravel_latency: HistogramVec,
     sessions: IntGaugeVec,
@@ -64,6 +69,8 @@ pub struct Snapshot {
     pub cache: CacheReport,
     /// Outgoing messages.
     pub messages: DispatchStats,
+    /// Core actor restarts.
+    pub core_restarts: CoreRestartFigures,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -86,11 +93,23 @@ fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         .unwrap_or_else(|_| unreachable!("static metric options are valid"))
 }
 
-/// Moves a counter up to `value` (the actors' counters only grow).
-fn catch_up(counter: &IntCounter, value: u64) {
-    let current = counter.get();
-    if value > current {
-        counter.inc_by(value - current);
+/// The source values each counter last followed, by counter name and labels.
+#[derive(Default)]
+struct Followed(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Followed {
+    /// Moves `counter` on by what the actor's own count `value` grew since the last scrape.
+    /// A count below the last one means the actor was restarted (its counts start again at
+    /// zero): all of `value` is new.
+    fn follow(&self, key: String, counter: &IntCounter, value: u64) {
+        let mut followed = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = followed.entry(key).or_insert(0);
+        let grown = value.checked_sub(*last).unwrap_or(value);
+        *last = value;
+        counter.inc_by(grown);
     }
 }
 
@@ -99,6 +118,12 @@ impl Telemetry {
     pub fn new() -> anyhow::Result<Self> {
         let telemetry = Self {
             registry: Registry::new(),
+            followed: Followed::default(),
+            core_restarts: counter_vec(
+                "wasup_core_actor_restarts_total",
+                "Core actors (batch, sink, cache, breaker) that stopped or panicked and were started afresh.",
+                &["actor"],
+            ),
             laravel_latency: HistogramVec::new(
                 HistogramOpts::new(
                     "wasup_laravel_request_duration_seconds",
@@ -203,6 +228,7 @@ impl Telemetry {
         registry.register(Box::new(telemetry.sessions.clone()))?;
         registry.register(Box::new(telemetry.sessions_max.clone()))?;
         registry.register(Box::new(telemetry.crashes.clone()))?;
+        registry.register(Box::new(telemetry.core_restarts.clone()))?;
         registry.register(Box::new(telemetry.items.clone()))?;
         registry.register(Box::new(telemetry.items_pending.clone()))?;
         registry.register(Box::new(telemetry.batches.clone()))?;
@@ -236,7 +262,16 @@ impl Telemetry {
         }
         self.sessions_max
             .set(i64::try_from(snapshot.registry.max_active).unwrap_or(i64::MAX));
-        catch_up(&self.crashes, snapshot.registry.crashes);
+        self.follow("crashes", &self.crashes, snapshot.registry.crashes);
+        let restarts = snapshot.core_restarts;
+        for (actor, value) in [
+            ("batch", restarts.batch),
+            ("sink", restarts.sink),
+            ("cache", restarts.cache),
+            ("breaker", restarts.breaker),
+        ] {
+            self.follow_labelled("core_restarts", &self.core_restarts, &[actor], value);
+        }
         for (lane, stats) in [
             ("qr", &snapshot.batch.qr),
             ("status", &snapshot.batch.status),
@@ -248,23 +283,31 @@ impl Telemetry {
         self.budget_in_flight_limit
             .set(i64::try_from(budget.concurrency_limit).unwrap_or(i64::MAX));
         self.budget_rate.set(budget.rate_per_second);
-        catch_up(&self.budget_decreases, budget.decreases);
-        catch_up(&self.qr_renders, wasup_actors::qr_image::renders_total());
+        self.follow("budget_decreases", &self.budget_decreases, budget.decreases);
+        self.follow(
+            "qr_renders",
+            &self.qr_renders,
+            wasup_actors::qr_image::renders_total(),
+        );
         let sink = &snapshot.sink;
         for (result, value) in [
             ("stored", sink.stored),
             ("retryable_failure", sink.retryable_failures),
             ("rejected", sink.rejected),
         ] {
-            catch_up(&self.laravel_requests.with_label_values(&[result]), value);
+            self.follow_labelled("laravel_requests", &self.laravel_requests, &[result], value);
         }
-        catch_up(&self.laravel_retries, sink.retries);
+        self.follow("laravel_retries", &self.laravel_retries, sink.retries);
         self.breaker_state.set(match snapshot.breaker.state {
             "CLOSED" => 0,
             "HALF_OPEN" => 1,
             _ => 2,
         });
-        catch_up(&self.breaker_opened, snapshot.breaker.times_opened);
+        self.follow(
+            "breaker_opened",
+            &self.breaker_opened,
+            snapshot.breaker.times_opened,
+        );
         let cache = &snapshot.cache.counters;
         for (tier, value) in [
             ("local_hit", cache.local_hits),
@@ -274,12 +317,16 @@ impl Telemetry {
             ("laravel", cache.laravel_hits),
             ("fail_safe", cache.fail_safe),
         ] {
-            catch_up(&self.cache_lookups.with_label_values(&[tier]), value);
+            self.follow_labelled("cache_lookups", &self.cache_lookups, &[tier], value);
         }
-        catch_up(&self.cache_dropped, snapshot.cache.dropped_updates);
+        self.follow(
+            "cache_dropped",
+            &self.cache_dropped,
+            snapshot.cache.dropped_updates,
+        );
         if let Some(redis) = &snapshot.cache.redis {
             self.redis_up.set(i64::from(redis.state == "up"));
-            catch_up(&self.redis_errors, redis.errors);
+            self.follow("redis_errors", &self.redis_errors, redis.errors);
         }
         let unwritten = snapshot
             .batch
@@ -291,7 +338,11 @@ impl Telemetry {
         let dead_letters = &snapshot.batch.dead_letters;
         self.dead_letters
             .set(i64::try_from(dead_letters.held).unwrap_or(i64::MAX));
-        catch_up(&self.dead_letters_dropped, dead_letters.dropped);
+        self.follow(
+            "dead_letters_dropped",
+            &self.dead_letters_dropped,
+            dead_letters.dropped,
+        );
         let messages = &snapshot.messages;
         for (outcome, value) in [
             ("sent", messages.completed),
@@ -299,13 +350,23 @@ impl Telemetry {
             ("retried", messages.retries),
             ("refused", messages.refused),
         ] {
-            catch_up(&self.messages.with_label_values(&[outcome]), value);
+            self.follow_labelled("messages", &self.messages, &[outcome], value);
         }
         self.messages_waiting
             .set(i64::try_from(messages.waiting).unwrap_or(i64::MAX));
         let mut text = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
         String::from_utf8(text).unwrap_or_default()
+    }
+
+    fn follow(&self, name: &str, counter: &IntCounter, value: u64) {
+        self.followed.follow(name.to_string(), counter, value);
+    }
+
+    fn follow_labelled(&self, name: &str, counters: &IntCounterVec, labels: &[&str], value: u64) {
+        let key = format!("{name}{{{}}}", labels.join(","));
+        self.followed
+            .follow(key, &counters.with_label_values(labels), value);
     }
 
     fn lane(&self, lane: &str, stats: &LaneStats) {
@@ -320,9 +381,9 @@ impl Telemetry {
             ("retried", counters.retried),
             ("recovered", counters.recovered),
         ] {
-            catch_up(&self.items.with_label_values(&[lane, outcome]), value);
+            self.follow_labelled("items", &self.items, &[lane, outcome], value);
         }
-        catch_up(&self.batches.with_label_values(&[lane]), counters.batches);
+        self.follow_labelled("batches", &self.batches, &[lane], counters.batches);
         self.items_pending
             .with_label_values(&[lane])
             .set(i64::try_from(stats.pending).unwrap_or(i64::MAX));

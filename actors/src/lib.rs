@@ -23,6 +23,8 @@
 //! - [`sink`]: `LaravelSink` — receives `Deliver`; asks and tells the breaker.
 //! - [`breaker`]: `CircuitBreaker` — receives `AcquirePermit`, `RecordOutcome`.
 //! - [`engine`]: the `Engine` trait sessions drive; implementations live in the service crate.
+//! - [`supervision`]: `CoreAddr`, the address of a core actor every holder sends through, and
+//!   `keep_running`, which starts a fresh batch queue, sink, cache or breaker when one dies.
 
 pub mod batch;
 pub mod breaker;
@@ -37,3 +39,4 @@ pub mod registry;
 pub mod session;
 pub mod sink;
 pub mod store;
+pub mod supervision;

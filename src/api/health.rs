@@ -117,6 +117,7 @@ async fn compute_health(state: &AppState) -> Result<(StatusCode, String), ApiErr
             .outbox
             .as_ref()
             .and_then(|outbox| serde_json::to_value(outbox).ok()),
+        core_restarts: state.core_restarts.figures(),
     };
     let code = if status == "shutting_down" {
         StatusCode::SERVICE_UNAVAILABLE
@@ -176,6 +177,7 @@ pub async fn read_snapshot(state: &AppState) -> Result<Snapshot, actix::MailboxE
         breaker,
         cache,
         messages,
+        core_restarts: state.core_restarts.figures(),
     })
 }
 

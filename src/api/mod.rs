@@ -20,7 +20,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use wasup_actors::{
     batch::BatchActor, breaker::CircuitBreaker, cache::CacheActor, dispatch::MessageDispatcher,
     registry::LookupSession, registry::SessionRegistry, session::SessionActor, sink::LaravelSink,
-    store::RedisHealth,
+    store::RedisHealth, supervision::CoreAddr,
 };
 
 pub use error::ApiError;
@@ -28,7 +28,7 @@ pub use guard::{Guard, guard};
 pub use health::read_snapshot;
 pub use limits::{Cidr, RateLimiter};
 
-use crate::{config::Config, telemetry::Telemetry};
+use crate::{config::Config, core_actors::CoreRestarts, telemetry::Telemetry};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -36,13 +36,15 @@ pub struct AppState {
     /// Owns the sessions.
     pub registry: Addr<SessionRegistry>,
     /// The batch queue.
-    pub batch: Addr<BatchActor>,
+    pub batch: CoreAddr<BatchActor>,
     /// The Laravel sink.
-    pub sink: Addr<LaravelSink>,
+    pub sink: CoreAddr<LaravelSink>,
     /// The breaker.
-    pub breaker: Addr<CircuitBreaker>,
+    pub breaker: CoreAddr<CircuitBreaker>,
     /// The Redis cache.
-    pub cache: Addr<CacheActor>,
+    pub cache: CoreAddr<CacheActor>,
+    /// Restarts of the core actors.
+    pub core_restarts: CoreRestarts,
     /// The outgoing message queue.
     pub dispatcher: Addr<MessageDispatcher>,
     /// Redis's health, `None` when Redis is disabled.

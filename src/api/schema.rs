@@ -6,6 +6,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use wasup_actors::{breaker::BreakerSnapshot, dispatch::DispatchStats, registry::RegistryStats};
 
+use crate::core_actors::CoreRestartFigures;
+
 /// Every error: `{"error": "...", "code": "..."}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -43,6 +45,9 @@ pub struct HealthReport {
     /// The durable outbox (absent without Redis).
     #[schema(value_type = Option<Object>)]
     pub outbox: Option<Value>,
+    /// Restarts of each core actor in this process (a stopped or panicked actor is replaced,
+    /// up to `http.core_restarts` within `http.core_restart_window`).
+    pub core_restarts: CoreRestartFigures,
 }
 
 /// The queues in `/health`.

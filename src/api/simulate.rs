@@ -202,21 +202,25 @@ pub async fn fail_messages(
 pub struct HaltRequest {
     /// `batch`, `sink`, `cache` or `breaker`.
     actor: String,
+    /// Panic in the handler instead of stopping (default false).
+    #[serde(default)]
+    panic: bool,
 }
 
-#[utoipa::path(post, path = "/simulate/halt", tag = "simulate", request_body = HaltRequest, responses((status = 202, description = "The core actor stops; the liveness probe ends the process after http.probe_failures probes", body = HaltAnswer), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
-/// `POST /simulate/halt {"actor":"batch"}`: stops a core actor, as a crash would.
+#[utoipa::path(post, path = "/simulate/halt", tag = "simulate", request_body = HaltRequest, responses((status = 202, description = "The core actor stops (or panics); the supervisor starts a fresh one, up to http.core_restarts within http.core_restart_window, after which the liveness probe ends the process", body = HaltAnswer), (status = 400, description = "Bad input", body = ErrorBody), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody), (status = 429, description = "Rate limited", body = ErrorBody)))]
+/// `POST /simulate/halt {"actor":"batch","panic":false}`: stops a core actor, as a crash would.
 pub async fn halt(
     state: web::Data<AppState>,
     body: web::Json<HaltRequest>,
 ) -> Result<HttpResponse, ApiError> {
     use wasup_actors::halt::Halt;
-    let actor = body.into_inner().actor;
+    let HaltRequest { actor, panic } = body.into_inner();
+    let halt = Halt { panic };
     match actor.as_str() {
-        "batch" => state.batch.do_send(Halt),
-        "sink" => state.sink.do_send(Halt),
-        "cache" => state.cache.do_send(Halt),
-        "breaker" => state.breaker.do_send(Halt),
+        "batch" => state.batch.do_send(halt),
+        "sink" => state.sink.do_send(halt),
+        "cache" => state.cache.do_send(halt),
+        "breaker" => state.breaker.do_send(halt),
         _ => {
             return Err(ApiError::BadRequest(
                 "actor must be one of batch, sink, cache, breaker".into(),

@@ -49,6 +49,7 @@ use crate::{
     },
     sink::{Contract, Deliver, DeliveryOutcome, LaravelSink},
     store::{HashJournal, drive_writes, next_seq},
+    supervision::CoreAddr,
 };
 
 /// What a waiter waits for.
@@ -60,6 +61,9 @@ enum Awaited {
     Persisted,
 }
 
+/// How long the lanes wait before trying again when the sink died with their request.
+const SINK_GONE_RETRY: Duration = Duration::from_secs(1);
+
 /// The batching actor.
 pub struct BatchActor {
     /// Sizes and cadences.
@@ -67,7 +71,7 @@ pub struct BatchActor {
     /// Indexed by [`Lane::index`].
     lanes: [LaneQueue; 3],
     /// Where batches go.
-    sink: Addr<LaravelSink>,
+    sink: CoreAddr<LaravelSink>,
     /// The Redis copy of every undelivered item; `None` when Redis is disabled.
     outbox: Option<DurableOutbox>,
     /// Items Laravel refused for good, kept to be seen and replayed (mirrored in Redis).
@@ -95,7 +99,7 @@ impl BatchActor {
     /// A batch actor sending to `sink`, keeping a durable copy in `outbox` when given.
     pub fn new(
         config: BatchConfig,
-        sink: Addr<LaravelSink>,
+        sink: impl Into<CoreAddr<LaravelSink>>,
         outbox: Option<DurableOutbox>,
         log: Logger,
     ) -> Self {
@@ -112,7 +116,7 @@ impl BatchActor {
             ),
             config,
             lanes: Lane::ALL.map(LaneQueue::new),
-            sink,
+            sink: sink.into(),
             outbox,
             budget: RequestBudget::new(BudgetLimits::default(), Instant::now()),
             combined: false,
@@ -217,11 +221,15 @@ impl BatchActor {
                 continue;
             }
             self.budget.start(now);
+            // A copy for the sink dying with the request (stopped or panicked): nothing is
+            // lost, the lanes take the items back and a restarted sink gets them.
+            let retained = items.clone();
             self.sink
                 .send(Deliver { items })
                 .into_actor(self)
                 .map(move |answer, actor, ctx| {
-                    let outcome = answer.unwrap_or_else(|_| DeliveryOutcome::default());
+                    let outcome = answer
+                        .unwrap_or_else(|_| DeliveryOutcome::defer_all(retained, SINK_GONE_RETRY));
                     actor.settle(&sent_lanes, outcome, ctx);
                 })
                 .spawn(ctx);

@@ -34,6 +34,7 @@ use crate::{
         Keys, PersistQueue, RedisHealthSnapshot, RedisMode, RedisPool, RepeatGate, StoreError,
         drive_writes,
     },
+    supervision::CoreAddr,
 };
 
 /// What a session tells the cache.
@@ -81,7 +82,7 @@ pub struct CacheUpdate {
 #[derive(Clone)]
 pub struct CacheHandle {
     /// The actor.
-    pub addr: Addr<CacheActor>,
+    pub addr: CoreAddr<CacheActor>,
     /// Updates dropped because the mailbox was full.
     pub dropped: Arc<AtomicU64>,
 }
@@ -191,13 +192,11 @@ impl CacheActor {
         }
     }
 
-    /// Starts the actor and returns the handle sessions use.
-    pub fn start_with_handle(self) -> CacheHandle {
-        let dropped = Arc::clone(&self.dropped);
-        CacheHandle {
-            addr: self.start(),
-            dropped,
-        }
+    /// Counts dropped updates in `dropped` (shared with the handle of a supervised cache, so a
+    /// restarted actor keeps counting where the last one stopped).
+    pub fn counting_dropped_in(mut self, dropped: Arc<AtomicU64>) -> Self {
+        self.dropped = dropped;
+        self
     }
 
     fn set(&mut self, key: String, value: Value, ttl: Duration, ctx: &mut Context<Self>) {

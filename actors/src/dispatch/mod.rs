@@ -19,6 +19,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use config::MessagesConfig;
+pub use outcomes::ReportOutcomesAgain;
 use slog::{Logger, debug, info, warn};
 pub use store::OutgoingStore;
 
@@ -29,6 +30,7 @@ use crate::{
     session::{SendText, SessionError},
     sink::backoff_delay,
     store::drive_writes,
+    supervision::CoreAddr,
 };
 
 /// Where a message is.
@@ -124,7 +126,7 @@ pub struct MessageDispatcher {
     /// The Redis copy of every message; `None` when Redis is disabled (memory only).
     store: Option<OutgoingStore>,
     /// Where each message's outcome (sent, failed) goes, for Laravel's messages lane.
-    outcomes: Option<Addr<BatchActor>>,
+    outcomes: Option<CoreAddr<BatchActor>>,
     /// Answered once every change is in Redis ([`FlushOutgoing`], at shutdown).
     flush_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Logger.
@@ -150,8 +152,8 @@ impl MessageDispatcher {
     }
 
     /// Tells Laravel (through `batch`, in the messages lane) what became of every message.
-    pub fn with_outcomes_to(mut self, batch: Addr<BatchActor>) -> Self {
-        self.outcomes = Some(batch);
+    pub fn with_outcomes_to(mut self, batch: impl Into<CoreAddr<BatchActor>>) -> Self {
+        self.outcomes = Some(batch.into());
         self
     }
 

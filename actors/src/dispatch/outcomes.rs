@@ -1,7 +1,8 @@
 //! What became of each outgoing message, told to Laravel in the messages lane: the outcome is
 //! handed to the batch queue (waiting for room in its mailbox), and the record is marked
 //! reported once the outbox write that holds it is done. A record finished but not yet marked
-//! (wasup died in between) is reported again when the dispatcher loads it: at least once.
+//! (wasup died in between) is reported again when the dispatcher loads it, or when the batch
+//! queue was restarted ([`ReportOutcomesAgain`]): at least once.
 
 use actix::prelude::*;
 
@@ -9,7 +10,30 @@ use super::{MessageDispatcher, MessageState};
 use crate::{
     batch::FlushOutbox,
     messages::{Direction, MessageReceived, OutboundItem, OutgoingOutcome, OutgoingState, Payload},
+    supervision::CoreAddr,
 };
+
+/// The batch queue was restarted: what it held in memory is gone, so every finished outcome
+/// not yet marked reported is reported again.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ReportOutcomesAgain;
+
+impl Handler<ReportOutcomesAgain> for MessageDispatcher {
+    type Result = ();
+
+    fn handle(&mut self, _: ReportOutcomesAgain, ctx: &mut Context<Self>) {
+        let unreported: Vec<String> = self
+            .records
+            .iter()
+            .filter(|(_, record)| !record.outcome_reported && outcome_state(record.state).is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for message_id in unreported {
+            self.report_outcome(&message_id, ctx);
+        }
+    }
+}
 
 /// Longest failure reason sent to Laravel with an outcome.
 const MAX_OUTCOME_ERROR_CHARS: usize = 500;
@@ -30,8 +54,9 @@ impl MessageDispatcher {
         let Some(record) = self.records.get(message_id) else {
             return;
         };
-        let (Some(batch), Some(state)) = (self.outcomes.clone(), outcome_state(record.state))
-        else {
+        // One incarnation for the item and the flush that confirms it (see `CoreAddr::current`).
+        let batch = self.outcomes.as_ref().map(CoreAddr::current);
+        let (Some(batch), Some(state)) = (batch, outcome_state(record.state)) else {
             return;
         };
         let to = if record.to.contains('@') {

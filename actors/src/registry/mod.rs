@@ -27,7 +27,7 @@ pub use commands::{
     SimulateSession, StartSession, StopAllSessions, StoppedListed,
 };
 pub use entry::{CrashVerdict, SessionEntry, SessionSummary};
-pub use notices::{SessionDied, SessionFinished, SessionStateChanged};
+pub use notices::{ReportStatesAgain, SessionDied, SessionFinished, SessionStateChanged};
 pub use persistence::{FlushRegistry, SessionRecord, SessionStore};
 pub use stopped::{StoppedSession, StoppedSessions};
 pub use tombstones::{TOMBSTONE_MAX, Tombstones};
@@ -38,6 +38,7 @@ use crate::{
     engine::EngineFactory,
     messages::{EstadoQr, OutboundItem, Payload, SessionId, StatusChanged, Urgency, unix_millis},
     session::{SessionActor, SessionConfig, SessionError, SessionSetup, SessionState, StopSession},
+    supervision::CoreAddr,
 };
 
 /// How long an inspection waits for a session actor's answer.
@@ -109,7 +110,7 @@ pub struct RegistryLinks {
     /// Per-session stores live under `store_root/{id}`.
     pub store_root: PathBuf,
     /// Where sessions send events.
-    pub batch: Addr<BatchActor>,
+    pub batch: CoreAddr<BatchActor>,
     /// The Redis cache, when enabled.
     pub cache: Option<CacheHandle>,
     /// Durable session records, when Redis is enabled.
@@ -129,7 +130,7 @@ pub struct SessionRegistry {
     /// Per-session stores live under `store_root/{id}`.
     store_root: PathBuf,
     /// Where sessions send events (and where the registry reports given-up sessions).
-    batch: Addr<BatchActor>,
+    batch: CoreAddr<BatchActor>,
     /// The Redis cache sessions mirror their state to, when enabled.
     cache: Option<CacheHandle>,
     /// The Redis record of every session, for restore; `None` when Redis is disabled.

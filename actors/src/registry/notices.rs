@@ -1,12 +1,16 @@
 //! What session actors tell the registry: state changes, endings (kept as `stopped` records
-//! when the login stays), deaths.
+//! when the login stays), deaths; and what the supervisor tells it: a restarted batch queue.
 
 use std::time::Instant;
 
 use actix::prelude::*;
+use slog::info;
 
 use super::{SessionRegistry, StoppedSession};
-use crate::{messages::SessionId, session::SessionState};
+use crate::{
+    messages::SessionId,
+    session::{ReportStateAgain, SessionState},
+};
 
 /// A session actor reports its new state.
 #[derive(Message, Debug)]
@@ -97,5 +101,28 @@ impl Handler<SessionDied> for SessionRegistry {
 
     fn handle(&mut self, died: SessionDied, ctx: &mut Context<Self>) {
         self.crashed(&died.session_id, died.generation, died.reason, ctx);
+    }
+}
+
+/// The batch queue was restarted: every running session hands on its QR and status again (what
+/// the dead queue held in memory, or in its mailbox, is gone; the outbox brings back the rest).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ReportStatesAgain;
+
+impl Handler<ReportStatesAgain> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: ReportStatesAgain, _: &mut Context<Self>) {
+        let running = self
+            .sessions
+            .values()
+            .filter_map(|entry| entry.addr.as_ref());
+        let mut told = 0_usize;
+        for addr in running {
+            addr.do_send(ReportStateAgain);
+            told += 1;
+        }
+        info!(self.log, "Sessions asked to report their state again."; "sessions" => told);
     }
 }

@@ -1,11 +1,13 @@
 //! Commands a session actor takes from the registry: inspect, current QR, pairing code, send a
-//! text, simulate hooks, stop.
+//! text, simulate hooks, stop, report its state again.
+
+use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::{ActorInspection, SessionActor, SessionState, lifecycle::Ending};
 use crate::engine::{EngineError, SimulatedAction};
-use crate::messages::EstadoQr;
+use crate::messages::{EstadoQr, Urgency};
 
 /// Failures of session commands.
 #[derive(Debug, thiserror::Error)]
@@ -182,5 +184,33 @@ impl Handler<SendText> for SessionActor {
             actor.messages_sent += 1;
             Ok(id)
         }))
+    }
+}
+
+/// The batch queue was restarted and what its old mailbox held is gone: hand on the QR shown
+/// now (if still valid) and the last status again, so Laravel ends with the latest state.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ReportStateAgain;
+
+impl Handler<ReportStateAgain> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReportStateAgain, ctx: &mut Context<Self>) {
+        if self.state == SessionState::Closed {
+            return;
+        }
+        let last_status = self.last_status.take();
+        let shown = self
+            .current_qr
+            .as_ref()
+            .filter(|shown| shown.expires_at > Instant::now())
+            .map(|shown| shown.raw.clone());
+        if let Some(code) = shown {
+            self.forward_qr(&code, ctx);
+        }
+        if let Some(estado_qr) = last_status {
+            self.report_status(estado_qr, Urgency::Normal, ctx);
+        }
     }
 }

@@ -12,7 +12,7 @@ use slog::warn;
 
 use super::{QrDecision, SessionActor, SessionState, ShownQr, qr_forwarding::qr_digest};
 use crate::{
-    batch::FlushOutbox,
+    batch::{BatchActor, FlushOutbox},
     cache::CacheEntry,
     engine::{MessagesAck, ReceivedMessage},
     messages::{
@@ -31,6 +31,9 @@ const FULL_MAILBOX_RETRY: Duration = Duration::from_millis(20);
 pub(super) struct Unconfirmed {
     /// Waiting for the next outbox write.
     waiting: Vec<MessagesAck>,
+    /// The batch queue incarnation that took the waiting messages: only its `FlushOutbox` may
+    /// confirm them (a restarted queue answers for its own journal, not for what died).
+    taken_by: Option<Addr<BatchActor>>,
     /// Whether a write is awaited.
     flushing: bool,
 }
@@ -158,7 +161,8 @@ impl SessionActor {
             })
             .collect();
         self.messages_received += items.len() as u64;
-        let batch = self.batch.clone();
+        let batch = self.batch.current();
+        let taker = batch.clone();
         ctx.wait(
             async move {
                 for item in items {
@@ -169,8 +173,14 @@ impl SessionActor {
             .into_actor(self)
             .map(move |accepted, actor, ctx| match accepted {
                 Ok(()) => {
-                    actor.unconfirmed.waiting.retain(MessagesAck::is_awaited);
-                    actor.unconfirmed.waiting.push(ack);
+                    let unconfirmed = &mut actor.unconfirmed;
+                    if unconfirmed.taken_by.as_ref() != Some(&taker) {
+                        // Taken by a queue that died since: never confirmed, WhatsApp redelivers.
+                        unconfirmed.waiting.clear();
+                        unconfirmed.taken_by = Some(taker);
+                    }
+                    unconfirmed.waiting.retain(MessagesAck::is_awaited);
+                    unconfirmed.waiting.push(ack);
                     actor.confirm_when_persisted(ctx);
                 }
                 Err(error) => {
@@ -186,9 +196,12 @@ impl SessionActor {
         if self.unconfirmed.flushing || self.unconfirmed.waiting.is_empty() {
             return;
         }
+        let Some(batch) = self.unconfirmed.taken_by.clone() else {
+            return;
+        };
         self.unconfirmed.flushing = true;
         let covered = std::mem::take(&mut self.unconfirmed.waiting);
-        self.batch
+        batch
             .send(FlushOutbox)
             .into_actor(self)
             .map(move |written, actor, ctx| {

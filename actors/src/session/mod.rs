@@ -23,8 +23,8 @@ use actix::{ArbiterHandle, prelude::*};
 use slog::{Logger, debug, info, warn};
 
 pub use commands::{
-    CurrentQr, Inspect, QrView, RequestPairCode, SendText, SessionError, Simulate, SimulateCommand,
-    StopSession,
+    CurrentQr, Inspect, QrView, ReportStateAgain, RequestPairCode, SendText, SessionError,
+    Simulate, SimulateCommand, StopSession,
 };
 pub use config::SessionConfig;
 use forwarding::HeldEvents;
@@ -39,6 +39,7 @@ use crate::{
     engine::{Engine, EngineEvent, EngineFactory, EngineSpec, event_channel},
     messages::{EstadoQr, SessionId},
     registry::{SessionRegistry, SessionStateChanged},
+    supervision::CoreAddr,
 };
 
 /// How long a session waits for the cache's answers before going on without them.
@@ -59,7 +60,7 @@ pub struct SessionSetup {
     /// Builds its engine.
     pub engine_factory: Arc<dyn EngineFactory>,
     /// Where its events go.
-    pub batch: Addr<BatchActor>,
+    pub batch: CoreAddr<BatchActor>,
     /// The Redis cache, when enabled.
     pub cache: Option<CacheHandle>,
     /// Who supervises it.
@@ -83,7 +84,7 @@ pub struct SessionActor {
     /// Engine events not yet handled (shared with the engine's sender).
     event_backlog: Arc<AtomicUsize>,
     /// Where QR and status events go.
-    batch: Addr<BatchActor>,
+    batch: CoreAddr<BatchActor>,
     /// Mirrors QR, status, connection and info to Redis; answers `is_session_active`.
     cache: Option<CacheHandle>,
     /// The supervisor.

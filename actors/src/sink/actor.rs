@@ -23,6 +23,7 @@ use crate::{
     batch::RequestSample,
     breaker::{AcquirePermit, CircuitBreaker, Permit, RecordOutcome},
     messages::{OutboundItem, unix_millis},
+    supervision::CoreAddr,
 };
 
 /// Largest answer body read from Laravel.
@@ -125,7 +126,8 @@ impl DeliveryOutcome {
         }
     }
 
-    fn defer_all(items: Vec<OutboundItem>, retry_after: Duration) -> Self {
+    /// Every item deferred, to be tried again after `retry_after`.
+    pub fn defer_all(items: Vec<OutboundItem>, retry_after: Duration) -> Self {
         Self {
             deferred: items,
             retry_after: Some(retry_after),
@@ -167,7 +169,7 @@ pub struct LaravelSink {
     /// Keep-alive HTTP client (lives on this actor's arbiter).
     client: awc::Client,
     /// Asked before each request, told after.
-    breaker: Addr<CircuitBreaker>,
+    breaker: CoreAddr<CircuitBreaker>,
     /// Shared with running deliveries.
     stats: Rc<RefCell<SinkStats>>,
     /// Request durations by lane, for Prometheus.
@@ -184,7 +186,11 @@ impl LaravelSink {
     }
 
     /// A sink; call on the arbiter it will run on (the HTTP client is thread-local).
-    pub fn new(config: SinkConfig, breaker: Addr<CircuitBreaker>, log: Logger) -> Self {
+    pub fn new(
+        config: SinkConfig,
+        breaker: impl Into<CoreAddr<CircuitBreaker>>,
+        log: Logger,
+    ) -> Self {
         // HTTPS to Laravel uses rustls with ring; make it the process default once, so TLS
         // works whichever other rustls users (and their providers) share the process.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -200,7 +206,7 @@ impl LaravelSink {
         Self {
             config: Rc::new(config),
             client,
-            breaker,
+            breaker: breaker.into(),
             stats: Rc::default(),
             latency: None,
             log,
@@ -249,7 +255,7 @@ impl Handler<GetSinkStats> for LaravelSink {
 struct Delivery {
     config: Rc<SinkConfig>,
     client: awc::Client,
-    breaker: Addr<CircuitBreaker>,
+    breaker: CoreAddr<CircuitBreaker>,
     stats: Rc<RefCell<SinkStats>>,
     latency: Option<prometheus::HistogramVec>,
     /// How each attempt went, for the request budget.
