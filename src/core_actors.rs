@@ -1,8 +1,9 @@
 //! The core actors (breaker, Laravel sink, batch queue, cache), each started under its
 //! supervisor ([`keep_running`]) from a closure that builds it afresh after a crash: the batch
-//! queue reads its outbox back from Redis, the others start empty. A restarted batch queue asks
-//! the registry and the dispatcher, once they exist ([`CoreActors::tell_after_batch_restart`]),
-//! to hand on again what its dead mailbox may have held.
+//! queue reads its outbox back from Redis, the others start empty. A restarted batch queue (or
+//! cache) asks the registry and the dispatcher, once they exist
+//! ([`CoreActors::tell_after_restart`]), to hand on again what its dead mailbox may have
+//! held.
 
 use std::{
     cell::RefCell,
@@ -64,9 +65,11 @@ impl CoreRestarts {
     }
 }
 
-/// Who hears of a batch queue restart.
-struct BatchRestartListeners {
+/// Who hears of a batch queue or cache restart.
+struct RestartListeners {
+    /// Has every session report its QR and status again.
     registry: Addr<SessionRegistry>,
+    /// Reports unreported send outcomes again.
     dispatcher: Addr<MessageDispatcher>,
 }
 
@@ -82,8 +85,25 @@ pub struct CoreActors {
     pub cache: CacheHandle,
     /// Restart counts.
     pub restarts: CoreRestarts,
-    /// Filled by [`Self::tell_after_batch_restart`]; read after each batch queue restart.
-    listeners: Rc<RefCell<Option<BatchRestartListeners>>>,
+    /// Filled by [`Self::tell_after_restart`]; read after each batch queue or cache restart.
+    listeners: Rc<RefCell<Option<RestartListeners>>>,
+}
+
+/// After a restart of the batch queue or the cache, whose dead mailbox may have held QRs and
+/// statuses: every session hands them on again; with `outcomes`, unreported send outcomes too.
+fn report_again(
+    listeners: &Rc<RefCell<Option<RestartListeners>>>,
+    outcomes: bool,
+) -> Box<dyn Fn()> {
+    let listeners = Rc::clone(listeners);
+    Box::new(move || {
+        if let Some(listeners) = listeners.borrow().as_ref() {
+            listeners.registry.do_send(ReportStatesAgain);
+            if outcomes {
+                listeners.dispatcher.do_send(ReportOutcomesAgain);
+            }
+        }
+    })
 }
 
 /// A write queue to Redis with the configured retry backoff.
@@ -133,18 +153,10 @@ impl CoreActors {
             ),
             log.clone(),
         );
-        let listeners: Rc<RefCell<Option<BatchRestartListeners>>> = Rc::default();
+        let listeners: Rc<RefCell<Option<RestartListeners>>> = Rc::default();
         let batch = keep_running(
             Supervised {
-                after_restart: Box::new({
-                    let listeners = Rc::clone(&listeners);
-                    move || {
-                        if let Some(listeners) = listeners.borrow().as_ref() {
-                            listeners.registry.do_send(ReportStatesAgain);
-                            listeners.dispatcher.do_send(ReportOutcomesAgain);
-                        }
-                    }
-                }),
+                after_restart: report_again(&listeners, true),
                 ..Supervised::new(
                     "batch",
                     {
@@ -173,34 +185,37 @@ impl CoreActors {
         );
         let dropped = Arc::<AtomicU64>::default();
         let cache = keep_running(
-            Supervised::new(
-                "cache",
-                {
-                    let (config, keys, log) = (Arc::clone(config), keys.clone(), log.clone());
-                    let (redis, dropped) = (redis.cloned(), Arc::clone(&dropped));
-                    move || {
-                        let lookup = LaravelStatusLookup::new(
-                            &config.laravel.base_url,
-                            &config.laravel.token,
-                            config.cache.laravel_timeout,
-                        );
-                        CacheActor::new(
-                            config.cache.clone(),
-                            redis
-                                .as_ref()
-                                .map(|pool| (pool.clone(), journal(pool, &config.redis))),
-                            config.redis.mode,
-                            keys.clone(),
-                            config.redis.check_interval,
-                            lookup,
-                            log.clone(),
-                        )
-                        .counting_dropped_in(Arc::clone(&dropped))
-                    }
-                },
-                limit,
-                &restarts.cache,
-            ),
+            Supervised {
+                after_restart: report_again(&listeners, false),
+                ..Supervised::new(
+                    "cache",
+                    {
+                        let (config, keys, log) = (Arc::clone(config), keys.clone(), log.clone());
+                        let (redis, dropped) = (redis.cloned(), Arc::clone(&dropped));
+                        move || {
+                            let lookup = LaravelStatusLookup::new(
+                                &config.laravel.base_url,
+                                &config.laravel.token,
+                                config.cache.laravel_timeout,
+                            );
+                            CacheActor::new(
+                                config.cache.clone(),
+                                redis
+                                    .as_ref()
+                                    .map(|pool| (pool.clone(), journal(pool, &config.redis))),
+                                config.redis.mode,
+                                keys.clone(),
+                                config.redis.check_interval,
+                                lookup,
+                                log.clone(),
+                            )
+                            .counting_dropped_in(Arc::clone(&dropped))
+                        }
+                    },
+                    limit,
+                    &restarts.cache,
+                )
+            },
             log.clone(),
         );
         Self {
@@ -218,12 +233,12 @@ impl CoreActors {
 
     /// After a batch queue restart, `registry` has every session hand on its QR and status
     /// again and `dispatcher` reports unreported outcomes again.
-    pub fn tell_after_batch_restart(
+    pub fn tell_after_restart(
         &self,
         registry: Addr<SessionRegistry>,
         dispatcher: Addr<MessageDispatcher>,
     ) {
-        *self.listeners.borrow_mut() = Some(BatchRestartListeners {
+        *self.listeners.borrow_mut() = Some(RestartListeners {
             registry,
             dispatcher,
         });

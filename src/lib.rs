@@ -121,7 +121,7 @@ impl Wasup {
                 dispatcher.with_store(OutgoingStore::new(pool.clone(), &keys, journal(pool)));
         }
         let dispatcher = dispatcher.start();
-        core.tell_after_batch_restart(registry.clone(), dispatcher.clone());
+        core.tell_after_restart(registry.clone(), dispatcher.clone());
         let state = AppState {
             dispatcher,
             registry,
@@ -201,7 +201,7 @@ impl Wasup {
             actix_rt::time::timeout(remaining(), self.state.registry.send(StopAllSessions)).await;
         let flushed = actix_rt::time::timeout(remaining(), self.state.batch.send(Drain))
             .await
-            .is_ok_and(|answer| answer.is_ok());
+            .is_ok_and(|answer| matches!(answer, Ok(Ok(()))));
         // Whatever did not reach Laravel must at least be in Redis (bounded, even past the deadline).
         let store_deadline = self.state.config.redis.timeout * 3;
         let _ = actix_rt::time::timeout(store_deadline, async {

@@ -27,6 +27,10 @@ pub struct Telemetry {
     registry: Registry,
     /// What each counter followed at the last scrape.
     followed: Followed,
+    /// One scrape at a time, its snapshot read under the turn: an older snapshot rendered after
+    /// a newer one would look like a restarted actor to [`Followed`].
+    scrape_turn: tokio::sync::Mutex<()>,
+    /// Core actors started afresh, by actor.
     core_restarts: IntCounterVec,
     /// Observed by the sink.
     pub laravel_latency: HistogramVec,
@@ -100,7 +104,7 @@ struct Followed(std::sync::Mutex<std::collections::HashMap<String, u64>>);
 impl Followed {
     /// Moves `counter` on by what the actor's own count `value` grew since the last scrape.
     /// A count below the last one means the actor was restarted (its counts start again at
-    /// zero): all of `value` is new.
+    /// zero): all of `value` is new (what the old actor counted after the last scrape is not).
     fn follow(&self, key: String, counter: &IntCounter, value: u64) {
         let mut followed = self
             .0
@@ -119,6 +123,7 @@ impl Telemetry {
         let telemetry = Self {
             registry: Registry::new(),
             followed: Followed::default(),
+            scrape_turn: tokio::sync::Mutex::new(()),
             core_restarts: counter_vec(
                 "wasup_core_actor_restarts_total",
                 "Core actors (batch, sink, cache, breaker) that stopped or panicked and were started afresh.",
@@ -252,8 +257,17 @@ impl Telemetry {
         Ok(telemetry)
     }
 
+    /// Reads a snapshot with `read` and renders it, one scrape at a time.
+    pub async fn scrape<E>(
+        &self,
+        read: impl Future<Output = Result<Snapshot, E>>,
+    ) -> Result<String, E> {
+        let _turn = self.scrape_turn.lock().await;
+        Ok(self.render(&read.await?))
+    }
+
     /// Brings every metric up to date with `snapshot` and renders the text exposition format.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    fn render(&self, snapshot: &Snapshot) -> String {
         self.sessions.reset();
         for (state, count) in &snapshot.registry.by_state {
             self.sessions

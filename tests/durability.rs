@@ -552,3 +552,51 @@ async fn an_outcome_not_yet_in_the_outbox_when_wasup_died_is_reported_after_the_
         "a record of an older release counts as reported"
     );
 }
+
+#[actix_rt::test]
+async fn a_message_taken_by_a_batch_queue_that_died_before_writing_it_is_not_receipted() {
+    let laravel = Laravel::start().await;
+    let mut redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let wasup = TestWasup::start(config).await;
+    let session_id = wasup.start_session(1).await;
+    laravel.wait_qr(&session_id).await;
+    wasup.scan(&session_id).await;
+    laravel.wait_status(&session_id, "active").await;
+
+    // Laravel refuses and Redis is gone: the queue holds the message in memory only, and its
+    // outbox write waits. Then the queue panics.
+    laravel.set_behaviour(Behaviour::Fail(503));
+    redis.kill();
+    let path = format!("/sessions/{session_id}/simulate/message");
+    let message = serde_json::json!({"from": "34600000001", "text": "hola",
+        "message_id": "3EB0A1B2C3D4", "wait_receipt": true});
+    let ((status, answer), ()) = futures_util::join!(wasup.post(&path, &message), async {
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        let halt = serde_json::json!({"actor": "batch", "panic": true});
+        assert_eq!(wasup.post("/simulate/halt", &halt).await.0, 202);
+    });
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["receipted"], false,
+        "never written, so never receipted (WhatsApp redelivers it)"
+    );
+
+    // WhatsApp redelivers it: the queue that replaced the dead one takes it, and Laravel gets it.
+    redis.restart();
+    laravel.set_behaviour(Behaviour::Store);
+    wait_until("a fresh batch queue", PATIENCE, || async {
+        wasup.get("/health").await.1["coreRestarts"]["batch"] == 1
+    })
+    .await;
+    let (status, answer) = wasup.post(&path, &message).await;
+    assert_eq!((status, answer["receipted"].clone()), (200, true.into()));
+    wait_until("Laravel holds the message", PATIENCE, || async {
+        laravel
+            .messages_of(&session_id)
+            .iter()
+            .any(|item| item["text"] == "hola")
+    })
+    .await;
+}

@@ -38,7 +38,8 @@ pub fn install_panic_hook() {
     });
 }
 
-fn take_last_panic() -> Option<String> {
+/// The last panic message seen on this thread, taken (the next call answers `None`).
+pub(crate) fn take_last_panic() -> Option<String> {
     LAST_PANIC.with(|last| last.borrow_mut().take())
 }
 

@@ -18,6 +18,9 @@ use actix::{dev::ToEnvelope, fut::wrap_future, prelude::*};
 use slog::{Logger, error, warn};
 use tokio::sync::oneshot;
 
+/// The pause before the second restart within a window; doubled for each one after it.
+const FIRST_RESTART_PAUSE: Duration = Duration::from_millis(100);
+
 /// The current address of a core actor; a restart replaces it for every holder at once.
 pub struct CoreAddr<A: Actor> {
     /// Shared by every clone; written only by the supervisor.
@@ -193,6 +196,8 @@ where
         let mut recent: VecDeque<Instant> = VecDeque::new();
         loop {
             let _ = (&mut lifeline.0).await;
+            // Core actors and this task share the arbiter's thread, so a panic's message is here.
+            let cause = crate::crash::take_last_panic().unwrap_or_else(|| "stopped".into());
             let now = Instant::now();
             while recent
                 .front()
@@ -202,16 +207,22 @@ where
             }
             if recent.len() >= limit.restarts as usize {
                 error!(log, "A core actor keeps stopping; leaving it down for the process to exit.";
-                    "actor" => name, "restarts" => recent.len(), "window" => ?limit.window);
+                    "actor" => name, "cause" => &cause, "restarts" => recent.len(), "window" => ?limit.window);
                 return;
             }
-            recent.push_back(now);
+            // A pause growing with the restarts in the window (none for the first): an actor
+            // that dies as it starts does not use up its restarts at once.
+            if let Some(shift) = recent.len().checked_sub(1) {
+                let pause = FIRST_RESTART_PAUSE * 2_u32.saturating_pow(shift.min(8) as u32);
+                actix_rt::time::sleep(pause).await;
+            }
+            recent.push_back(Instant::now());
             count.restarts.fetch_add(1, Ordering::Relaxed);
             let (addr, next) = start_watched(&build);
             watched.replace(addr);
             lifeline = next;
             warn!(log, "A core actor stopped; started a fresh one in its place.";
-                "actor" => name, "restarts" => count.get());
+                "actor" => name, "cause" => &cause, "restarts" => count.get());
             after_restart();
         }
     });
@@ -302,6 +313,9 @@ mod tests {
         assert_eq!(count.get(), 1);
         assert!(!before.connected(), "the old incarnation stays closed");
 
+        // Two at once: the second, still queued when the first unwinds, is never handled
+        // (a panic while panicking would abort the process).
+        link.do_send(Crash);
         link.do_send(Crash);
         assert_eq!(answered(&link).await, Some(1), "a panic is survived too");
         assert_eq!(count.get(), 2);

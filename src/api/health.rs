@@ -184,7 +184,7 @@ pub async fn read_snapshot(state: &AppState) -> Result<Snapshot, actix::MailboxE
 #[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, description = "Missing or wrong X-Api-Key", body = ErrorBody)))]
 /// `GET /metrics`: Prometheus text format.
 pub async fn prometheus_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let text = state.telemetry.render(&read_snapshot(&state).await?);
+    let text = state.telemetry.scrape(read_snapshot(&state)).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text))

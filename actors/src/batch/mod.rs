@@ -16,6 +16,7 @@
 mod budget;
 mod config;
 mod dead_letters;
+mod handover;
 mod lane;
 mod outbox;
 mod recovery;
@@ -35,6 +36,7 @@ use tokio::sync::oneshot;
 pub use budget::{BudgetLimits, BudgetStats, RequestBudget, RequestSample};
 pub use config::BatchConfig;
 pub use dead_letters::{DeadLetter, DeadLetterLimits, DeadLetterView, DeadLetters};
+pub use handover::hand_over;
 pub use lane::{
     BatchCap, LaneCounters, LaneQueue, LaneStats, Pushed, Settled, SettledBatch, TakenBatch, Timing,
 };
@@ -47,7 +49,7 @@ use crate::{
         EstadoQr, Lane, MessageReceived, OutboundItem, Payload, QrCode, StatusChanged, Urgency,
         unix_millis,
     },
-    sink::{Contract, Deliver, DeliveryOutcome, LaravelSink},
+    sink::{CORE_ACTOR_GONE_WAIT, Contract, Deliver, DeliveryOutcome, LaravelSink},
     store::{HashJournal, drive_writes, next_seq},
     supervision::CoreAddr,
 };
@@ -60,9 +62,6 @@ enum Awaited {
     /// The outbox written ([`FlushOutbox`]).
     Persisted,
 }
-
-/// How long the lanes wait before trying again when the sink died with their request.
-const SINK_GONE_RETRY: Duration = Duration::from_secs(1);
 
 /// The batching actor.
 pub struct BatchActor {
@@ -228,8 +227,9 @@ impl BatchActor {
                 .send(Deliver { items })
                 .into_actor(self)
                 .map(move |answer, actor, ctx| {
-                    let outcome = answer
-                        .unwrap_or_else(|_| DeliveryOutcome::defer_all(retained, SINK_GONE_RETRY));
+                    let outcome = answer.unwrap_or_else(|_| {
+                        DeliveryOutcome::defer_all(retained, CORE_ACTOR_GONE_WAIT)
+                    });
                     actor.settle(&sent_lanes, outcome, ctx);
                 })
                 .spawn(ctx);
@@ -388,12 +388,13 @@ impl BatchActor {
         }
     }
 
-    fn wait_for(&mut self, awaited: Awaited) -> ResponseFuture<()> {
+    /// Answers once `awaited` holds; [`BatchGone`] when this actor dies first (the answer is
+    /// a task of its own and outlives the actor: without the error, a dead queue would answer
+    /// "written").
+    fn wait_for(&mut self, awaited: Awaited) -> ResponseFuture<Result<(), BatchGone>> {
         let (sender, receiver) = oneshot::channel();
         self.waiters.push((awaited, sender));
-        Box::pin(async move {
-            let _ = receiver.await;
-        })
+        Box::pin(async move { receiver.await.map_err(|_| BatchGone) })
     }
 }
 
@@ -461,11 +462,16 @@ impl Handler<StatusChanged> for BatchActor {
 /// The caller bounds the wait with its own deadline; items still pending then stay counted as
 /// pending (and stay in the Redis outbox for the next start).
 #[derive(Message, Debug)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), BatchGone>")]
 pub struct Drain;
 
+/// The batch queue stopped before what was awaited held.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the batch queue stopped before answering")]
+pub struct BatchGone;
+
 impl Handler<Drain> for BatchActor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Result<(), BatchGone>>;
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
         if !self.draining {
@@ -481,11 +487,11 @@ impl Handler<Drain> for BatchActor {
 
 /// Answers once every accepted item's latest state is written to Redis.
 #[derive(Message, Debug)]
-#[rtype(result = "()")]
+#[rtype(result = "Result<(), BatchGone>")]
 pub struct FlushOutbox;
 
 impl Handler<FlushOutbox> for BatchActor {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Result<(), BatchGone>>;
 
     fn handle(&mut self, _: FlushOutbox, ctx: &mut Context<Self>) -> Self::Result {
         let answer = self.wait_for(Awaited::Persisted);

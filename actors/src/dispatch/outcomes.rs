@@ -86,11 +86,11 @@ impl MessageDispatcher {
         let message_id = message_id.to_string();
         async move {
             batch.send(item).await?;
-            batch.send(FlushOutbox).await
+            batch.send(FlushOutbox).await.map(|written| written.is_ok())
         }
         .into_actor(self)
         .map(move |written, actor, ctx| {
-            if written.is_ok()
+            if written == Ok(true)
                 && let Some(record) = actor.records.get_mut(&message_id)
             {
                 record.outcome_reported = true;

@@ -33,7 +33,7 @@ pub use stopped::{StoppedSession, StoppedSessions};
 pub use tombstones::{TOMBSTONE_MAX, Tombstones};
 
 use crate::{
-    batch::BatchActor,
+    batch::{BatchActor, hand_over},
     cache::CacheHandle,
     engine::EngineFactory,
     messages::{EstadoQr, OutboundItem, Payload, SessionId, StatusChanged, Urgency, unix_millis},
@@ -255,10 +255,11 @@ impl SessionRegistry {
             },
             urgency: Urgency::Urgent,
         };
-        // Waits for room in the batch mailbox rather than dropping the status.
+        // Waits for room in the batch mailbox rather than dropping the status, and hands it
+        // again to a restarted queue (the session is gone: nothing else would report it).
         let batch = self.batch.clone();
         actix_rt::spawn(async move {
-            let _ = batch.send(event).await;
+            hand_over(&batch, event).await;
         });
     }
 

@@ -200,6 +200,7 @@ impl Handler<ReportStateAgain> for SessionActor {
         if self.state == SessionState::Closed {
             return;
         }
+        self.forget_acks_of_a_dead_queue();
         let last_status = self.last_status.take();
         let shown = self
             .current_qr

@@ -190,6 +190,20 @@ impl SessionActor {
         );
     }
 
+    /// Drops the acknowledgements waiting on a batch queue that died: never confirmed, so
+    /// WhatsApp redelivers those messages (to the queue that replaced it).
+    pub(super) fn forget_acks_of_a_dead_queue(&mut self) {
+        let unconfirmed = &mut self.unconfirmed;
+        if unconfirmed
+            .taken_by
+            .as_ref()
+            .is_some_and(|taker| !taker.connected())
+        {
+            unconfirmed.waiting.clear();
+            unconfirmed.taken_by = None;
+        }
+    }
+
     /// Awaits one outbox write for the waiting acknowledgements, then confirms them; repeats
     /// while more arrived meanwhile.
     fn confirm_when_persisted(&mut self, ctx: &mut Context<Self>) {
@@ -206,7 +220,7 @@ impl SessionActor {
             .into_actor(self)
             .map(move |written, actor, ctx| {
                 actor.unconfirmed.flushing = false;
-                if written.is_ok() {
+                if matches!(written, Ok(Ok(()))) {
                     covered.iter().for_each(MessagesAck::confirm);
                 }
                 actor.confirm_when_persisted(ctx);

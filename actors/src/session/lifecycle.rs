@@ -9,6 +9,7 @@ use slog::{info, warn};
 
 use super::{CACHE_ANSWER_TIMEOUT, SessionActor, SessionState};
 use crate::{
+    batch::hand_over,
     cache::IsSessionActive,
     engine::DisconnectReason,
     messages::{EstadoQr, Urgency},
@@ -240,8 +241,10 @@ impl SessionActor {
         let log = self.log.clone();
         ctx.wait(
             async move {
-                if let Some(status) = final_status {
-                    let _ = batch.send(status).await;
+                if let Some(status) = final_status
+                    && !hand_over(&batch, status).await
+                {
+                    warn!(log, "The batch queue stays down: the final status is lost.");
                 }
                 close_engine.await;
                 if let Some(dir) = forgotten_store {

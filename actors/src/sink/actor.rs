@@ -28,8 +28,9 @@ use crate::{
 
 /// Largest answer body read from Laravel.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
-/// Wait suggested to the queue when the breaker actor is gone (shutting down).
-const BREAKER_GONE_WAIT: Duration = Duration::from_secs(1);
+/// Wait suggested to the queue when a core actor on the way is gone (the breaker while it is
+/// restarted, the sink itself): the lanes take the items back and try again after it.
+pub const CORE_ACTOR_GONE_WAIT: Duration = Duration::from_secs(1);
 
 /// Delivers one request's items: one lane's batch (split contract), or a batch of every due
 /// lane (combined). Items hold at most one entry per session and lane.
@@ -383,7 +384,9 @@ impl Delivery {
                     self.stats.borrow_mut().batches_deferred += 1;
                     return Chunk::Done(DeliveryOutcome::defer_all(items, retry_after));
                 }
-                Err(_) => return Chunk::Done(DeliveryOutcome::defer_all(items, BREAKER_GONE_WAIT)),
+                Err(_) => {
+                    return Chunk::Done(DeliveryOutcome::defer_all(items, CORE_ACTOR_GONE_WAIT));
+                }
             }
             let result = self
                 .post(lane, &url, &idempotency_key, attempt, &body)

@@ -10,7 +10,9 @@ mod narrowing;
 mod request;
 mod retry;
 
-pub use actor::{Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, Refused, SinkStats};
+pub use actor::{
+    CORE_ACTOR_GONE_WAIT, Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, Refused, SinkStats,
+};
 pub use config::SinkConfig;
 pub use request::{
     AttemptResult, COMBINED_PATH, Contract, FailedIds, batch_body, classify, combined_body,
