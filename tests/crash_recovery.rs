@@ -283,17 +283,10 @@ async fn a_core_actor_past_its_restart_limit_ends_the_process_and_a_restart_deli
         })
         .await;
         halt(&client, &base, actor, true).await;
-        let started = std::time::Instant::now();
-        let exit = loop {
-            if let Some(exit) = first.child.try_wait().expect("wait") {
-                break exit;
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "{actor}: past the limit, the process must not live on without it"
-            );
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        };
+        let exit = first
+            .exit_within(PATIENCE)
+            .await
+            .unwrap_or_else(|| panic!("{actor}: past the limit, the process must not live on"));
         assert_eq!(
             exit.code(),
             Some(1),

@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use common::{
     Laravel,
@@ -114,17 +111,10 @@ async fn sigterm_flushes_pending_batches_and_exits_zero() {
             .expect("kill")
             .success()
     );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = running.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "wasup did not exit after SIGTERM"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = running
+        .exit_within(PATIENCE)
+        .await
+        .expect("wasup did not exit after SIGTERM");
     assert_eq!(status.code(), Some(0), "exit status");
     for session_id in &sessions {
         assert!(

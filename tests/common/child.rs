@@ -3,7 +3,7 @@
 use std::{
     net::TcpListener,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::Duration,
 };
 
@@ -58,6 +58,21 @@ impl Running {
         Running {
             child: command.spawn().expect("spawn wasup"),
             base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Waits (without blocking the test's runtime, which serves the stand-in Laravel) until the
+    /// process exits; its exit status, or `None` when it still runs after `within`.
+    pub async fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if started.elapsed() >= within {
+                return None;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

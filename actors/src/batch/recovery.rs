@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use slog::{info, warn};
+use slog::info;
 
 use super::{BatchActor, Recovered, StoredItem, journal_of};
+use crate::store::say_not_readable_yet;
 
 /// How soon recovery is tried again while Redis does not answer.
 const RECOVERY_RETRY: Duration = Duration::from_secs(1);
@@ -60,14 +61,8 @@ impl BatchActor {
                     actor.pump(ctx);
                 }
                 Err(error) => {
-                    let held_back = actor
-                        .outbox
-                        .as_mut()
-                        .and_then(|outbox| outbox.unreadable_log.pass(Instant::now()));
-                    if let Some(held_back) = held_back {
-                        warn!(actor.log, "Outbox not readable yet (Redis down?); retrying every second, saying so once a minute.";
-                            "error" => %error, "attempts_since_last_said" => held_back);
-                    }
+                    let gate = actor.outbox.as_mut().map(|outbox| &mut outbox.unreadable_log);
+                    say_not_readable_yet(gate, &actor.log, "outbox", &error);
                     ctx.run_later(RECOVERY_RETRY, Self::recover);
                 }
             })

@@ -29,7 +29,7 @@ use crate::{
     registry::{LookupSession, RegistryError, SessionRegistry},
     session::{SendText, SessionError},
     sink::backoff_delay,
-    store::drive_writes,
+    store::{drive_writes, say_not_readable_yet},
     supervision::CoreAddr,
 };
 
@@ -241,14 +241,8 @@ impl MessageDispatcher {
                     actor.pump(ctx);
                 }
                 Err(error) => {
-                    let held_back = actor
-                        .store
-                        .as_mut()
-                        .and_then(|store| store.unreadable_log.pass(std::time::Instant::now()));
-                    if let Some(held_back) = held_back {
-                        warn!(actor.log, "Outgoing messages not readable yet (Redis down?); retrying every second, saying so once a minute.";
-                            "error" => %error, "attempts_since_last_said" => held_back);
-                    }
+                    let gate = actor.store.as_mut().map(|store| &mut store.unreadable_log);
+                    say_not_readable_yet(gate, &actor.log, "outgoing messages", &error);
                     ctx.run_later(Duration::from_secs(1), Self::load);
                 }
             })

@@ -14,7 +14,10 @@ use super::{SessionEntry, SessionRegistry, StoppedSession, stores};
 use crate::{
     messages::{MAX_USER_ID, is_valid_session_id, unix_millis},
     session::SessionState,
-    store::{Keys, PersistQueue, RedisPool, RepeatGate, drive_writes, next_seq, split_stored},
+    store::{
+        Keys, PersistQueue, RedisPool, RepeatGate, drive_writes, next_seq, say_not_readable_yet,
+        split_stored,
+    },
 };
 
 /// How soon the restore is tried again while Redis does not answer.
@@ -207,14 +210,8 @@ impl SessionRegistry {
                     }
                 }
                 Err(error) => {
-                    let held_back = registry
-                        .store
-                        .as_mut()
-                        .and_then(|store| store.unreadable_log.pass(Instant::now()));
-                    if let Some(held_back) = held_back {
-                        warn!(registry.log, "Session registry not readable yet (Redis down?); retrying every second, saying so once a minute.";
-                            "error" => %error, "attempts_since_last_said" => held_back);
-                    }
+                    let gate = registry.store.as_mut().map(|store| &mut store.unreadable_log);
+                    say_not_readable_yet(gate, &registry.log, "session registry", &error);
                     ctx.run_later(RESTORE_RETRY, Self::restore);
                 }
             })

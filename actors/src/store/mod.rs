@@ -14,4 +14,4 @@ pub use journal::{
 };
 pub use keys::Keys;
 pub use pool::{RedisHealth, RedisHealthSnapshot, RedisPool, StoreError};
-pub use repeat_gate::{REPEAT_LOG_EVERY, RepeatGate};
+pub use repeat_gate::{REPEAT_LOG_EVERY, RepeatGate, say_not_readable_yet};

@@ -1,7 +1,26 @@
 //! Log discipline for a lasting outage: say it once, then at most once a minute, with how many
 //! repeats were held back, instead of a line per retry (Redis down means a retry every second).
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Display,
+    time::{Duration, Instant},
+};
+
+use slog::{Logger, warn};
+
+/// Says that `what` (the outbox, the session registry, ...) could not be read back from Redis
+/// and is retried every second: the first time, then once a minute through `gate`.
+pub fn say_not_readable_yet(
+    gate: Option<&mut RepeatGate>,
+    log: &Logger,
+    what: &'static str,
+    error: &dyn Display,
+) {
+    if let Some(held_back) = gate.and_then(|gate| gate.pass(Instant::now())) {
+        warn!(log, "Not readable from Redis yet (Redis down?); retrying every second, saying so once a minute.";
+            "what" => what, "error" => %error, "attempts_since_last_said" => held_back);
+    }
+}
 
 /// How often a repeated problem is logged again.
 pub const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
