@@ -241,12 +241,15 @@ impl SessionActor {
         let log = self.log.clone();
         ctx.wait(
             async move {
-                if let Some(status) = final_status
-                    && !hand_over(&batch, status).await
-                {
-                    warn!(log, "The batch queue stays down: the final status is lost.");
-                }
-                close_engine.await;
+                // The engine closes meanwhile: the device is free for a next incarnation.
+                let report = async {
+                    if let Some(status) = final_status
+                        && !hand_over(&batch, status).await
+                    {
+                        warn!(log, "The batch queue stays down: the final status is lost.");
+                    }
+                };
+                futures_util::join!(report, close_engine);
                 if let Some(dir) = forgotten_store {
                     match std::fs::remove_dir_all(&dir) {
                         Err(error) if error.kind() != std::io::ErrorKind::NotFound => {

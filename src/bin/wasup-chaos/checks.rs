@@ -143,7 +143,7 @@ pub async fn check(api: &Api, laravel: &ChaosLaravel, ledger: &Ledger) -> Findin
     }
     let reports: Vec<(String, bool, Option<Value>)> = stream::iter(ledger.sessions.iter())
         .map(|session| async move {
-            let report = api.get(&format!("/sessions/{}", session.id)).await.ok();
+            let report = settled_report(api, &session.id, session.paired).await;
             (session.id.clone(), session.paired, report)
         })
         .buffer_unordered(CONCURRENCY)
@@ -172,6 +172,26 @@ pub async fn check(api: &Api, laravel: &ChaosLaravel, ledger: &Ledger) -> Findin
 
 /// Whether Laravel holds the status the session reported last: at once, or within
 /// [`STATUS_SETTLES`] (a status reported just now waits for its lane's deadline).
+/// How long a paired session revived at the end of a round may take to connect again.
+const RECONNECT_SETTLES: Duration = Duration::from_secs(20);
+
+/// `GET /sessions/{id}`; for a paired session still on its way back (`starting`, `connecting`),
+/// the report once it settled, or the last one after [`RECONNECT_SETTLES`].
+async fn settled_report(api: &Api, id: &str, paired: bool) -> Option<Value> {
+    let path = format!("/sessions/{id}");
+    let started = std::time::Instant::now();
+    loop {
+        let report = api.get(&path).await.ok();
+        let on_its_way = report.as_ref().is_some_and(|report| {
+            matches!(report["state"].as_str(), Some("starting" | "connecting"))
+        });
+        if !(paired && on_its_way) || started.elapsed() >= RECONNECT_SETTLES {
+            return report;
+        }
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn status_current(
     api: &Api,
     laravel: &ChaosLaravel,

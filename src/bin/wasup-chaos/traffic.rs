@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     laravel::{POISON, incoming_key},
@@ -98,58 +98,62 @@ pub async fn drive(api: Api, ledger: Rc<RefCell<Ledger>>, rate: Rate, seed: u64)
                 let key_of = move |id: &str| {
                     incoming_key(&session_id, &chat, &format!("{from}@s.whatsapp.net"), id)
                 };
-                spawn_bounded(&in_flight, {
-                    let (api, ledger) = (api.clone(), Rc::clone(&ledger));
-                    async move {
-                        let answer = api.post(&path, &body).await;
-                        let mut ledger = ledger.borrow_mut();
-                        match answer {
-                            Ok((200, answer)) if answer["receipted"] == true => {
-                                let id = answer["message_id"].as_str().unwrap_or_default();
-                                if poison {
-                                    ledger.poison_receipted += 1;
-                                } else {
-                                    ledger.receipted.push(key_of(id));
-                                }
+                post_then(
+                    &in_flight,
+                    &api,
+                    &ledger,
+                    path,
+                    body,
+                    move |ledger, answer| match answer {
+                        Ok((200, answer)) if answer["receipted"] == true => {
+                            let id = answer["message_id"].as_str().unwrap_or_default();
+                            if poison {
+                                ledger.poison_receipted += 1;
+                            } else {
+                                ledger.receipted.push(key_of(id));
                             }
-                            _ => ledger.unreceipted += 1,
                         }
-                    }
-                });
+                        _ => ledger.unreceipted += 1,
+                    },
+                );
             }
         }
         if let Some(session) = pick(&mut rng, &paired) {
             let path = format!("/sessions/{}/messages", session.id);
             let body = json!({"to": format!("49160{:07}", rng.u32(..10_000_000)), "text": format!("out {tick}")});
-            spawn_bounded(&in_flight, {
-                let (api, ledger) = (api.clone(), Rc::clone(&ledger));
-                async move {
-                    let answer = api.post(&path, &body).await;
-                    let mut ledger = ledger.borrow_mut();
-                    match answer {
-                        Ok((202, answer)) => ledger.outgoing.push(
-                            answer["message_id"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_string(),
-                        ),
-                        _ => ledger.outgoing_refused += 1,
-                    }
-                }
-            });
+            post_then(
+                &in_flight,
+                &api,
+                &ledger,
+                path,
+                body,
+                |ledger, answer| match answer {
+                    Ok((202, answer)) => ledger.outgoing.push(
+                        answer["message_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ),
+                    _ => ledger.outgoing_refused += 1,
+                },
+            );
         }
         if tick.is_multiple_of(5)
             && let Some(session) = pick(&mut rng, &unpaired)
         {
             let path = format!("/sessions/{}/simulate/scan", session.id);
-            spawn_bounded(&in_flight, {
-                let (api, ledger) = (api.clone(), Rc::clone(&ledger));
-                async move {
-                    if matches!(api.post(&path, &json!({})).await, Ok((202, _))) {
-                        ledger.borrow_mut().scans += 1;
+            post_then(
+                &in_flight,
+                &api,
+                &ledger,
+                path,
+                json!({}),
+                |ledger, answer| {
+                    if matches!(answer, Ok((202, _))) {
+                        ledger.scans += 1;
                     }
-                }
-            });
+                },
+            );
         }
         if !logged_out
             && started.elapsed() > duration / 2
@@ -164,6 +168,23 @@ pub async fn drive(api: Api, ledger: Rc<RefCell<Ledger>>, rate: Rate, seed: u64)
     while in_flight.get() > 0 {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Posts `body` to `path` in the background (bounded by `in_flight`), then lets `record` note
+/// wasup's answer in the ledger.
+fn post_then(
+    in_flight: &Rc<Cell<usize>>,
+    api: &Api,
+    ledger: &Rc<RefCell<Ledger>>,
+    path: String,
+    body: Value,
+    record: impl FnOnce(&mut Ledger, anyhow::Result<(u16, Value)>) + 'static,
+) {
+    let (api, ledger) = (api.clone(), Rc::clone(ledger));
+    spawn_bounded(in_flight, async move {
+        let answer = api.post(&path, &body).await;
+        record(&mut ledger.borrow_mut(), answer);
+    });
 }
 
 fn pick<'a>(rng: &mut fastrand::Rng, sessions: &'a [Planned]) -> Option<&'a Planned> {
