@@ -233,7 +233,7 @@ impl SessionRegistry {
                     reason: reason.to_string(),
                     forget_store,
                 });
-                self.entomb(session_id, entry.generation, addr, ctx);
+                self.entomb(session_id, addr, ctx);
             }
             // Between a crash and its restart there is no actor: report for it.
             None => {

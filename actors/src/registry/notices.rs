@@ -78,7 +78,7 @@ impl Handler<SessionFinished> for SessionRegistry {
             }
             // The actor is still finishing (last status, logout, store): its id waits for it.
             if let Some(addr) = entry.addr {
-                self.entomb(&finished.session_id, entry.generation, addr, ctx);
+                self.entomb(&finished.session_id, addr, ctx);
             }
         }
     }

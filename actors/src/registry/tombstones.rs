@@ -14,18 +14,29 @@ use slog::warn;
 use super::SessionRegistry;
 use crate::{messages::SessionId, session::SessionActor};
 
-/// How often a finishing actor is checked for having stopped.
-const CHECK_EVERY: Duration = Duration::from_millis(10);
+/// How often the finishing actors are checked for having stopped (one timer for them all).
+const CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// Longest a tombstone stands: an actor that has not stopped by then is stuck, and its id is
 /// given back (with a warning) rather than blocked forever.
 pub const TOMBSTONE_MAX: Duration = Duration::from_secs(30);
 
-/// Sessions forgotten but still finishing, with when each began to finish.
+/// One finishing incarnation.
+#[derive(Debug)]
+struct Standing {
+    /// Its actor, checked for having stopped.
+    addr: Addr<SessionActor>,
+    /// Since when it finishes.
+    since: Instant,
+}
+
+/// Sessions forgotten but still finishing.
 #[derive(Debug, Default)]
 pub struct Tombstones {
-    /// Session → (its generation, since when).
-    standing: HashMap<SessionId, (u64, Instant)>,
+    /// Session → its finishing incarnation.
+    standing: HashMap<SessionId, Standing>,
+    /// Whether the next check is scheduled.
+    check_scheduled: bool,
 }
 
 impl Tombstones {
@@ -46,42 +57,43 @@ impl Tombstones {
 }
 
 impl SessionRegistry {
-    /// Keeps `session_id` out of reach until `addr` (its incarnation `generation`) has stopped,
-    /// at most [`TOMBSTONE_MAX`].
+    /// Keeps `session_id` out of reach until `addr` has stopped, at most [`TOMBSTONE_MAX`].
     pub(super) fn entomb(
         &mut self,
         session_id: &str,
-        generation: u64,
         addr: Addr<SessionActor>,
         ctx: &mut Context<Self>,
     ) {
-        let since = Instant::now();
+        let standing = Standing {
+            addr,
+            since: Instant::now(),
+        };
         self.tombstones
             .standing
-            .insert(session_id.to_string(), (generation, since));
-        let session_id = session_id.to_string();
-        async move {
-            while addr.connected() && since.elapsed() < TOMBSTONE_MAX {
-                actix_rt::time::sleep(CHECK_EVERY).await;
-            }
-            !addr.connected()
+            .insert(session_id.to_string(), standing);
+        self.schedule_tombstone_check(ctx);
+    }
+
+    fn schedule_tombstone_check(&mut self, ctx: &mut Context<Self>) {
+        if self.tombstones.check_scheduled || self.tombstones.standing.is_empty() {
+            return;
         }
-        .into_actor(self)
-        .map(move |stopped, registry, _| {
-            let ours = registry
-                .tombstones
-                .standing
-                .get(&session_id)
-                .is_some_and(|(standing, _)| *standing == generation);
-            if !ours {
-                return;
-            }
-            registry.tombstones.standing.remove(&session_id);
-            if !stopped {
-                warn!(registry.log, "A finishing session did not stop in time; its id is free again.";
-                    "session_id" => &session_id, "waited" => ?TOMBSTONE_MAX);
-            }
-        })
-        .spawn(ctx);
+        self.tombstones.check_scheduled = true;
+        ctx.run_later(CHECK_EVERY, |registry, ctx| {
+            registry.tombstones.check_scheduled = false;
+            let log = registry.log.clone();
+            registry.tombstones.standing.retain(|session_id, standing| {
+                if !standing.addr.connected() {
+                    return false;
+                }
+                let stuck = standing.since.elapsed() >= TOMBSTONE_MAX;
+                if stuck {
+                    warn!(log, "A finishing session did not stop in time; its id is free again.";
+                        "session_id" => session_id.as_str(), "waited" => ?TOMBSTONE_MAX);
+                }
+                !stuck
+            });
+            registry.schedule_tombstone_check(ctx);
+        });
     }
 }
