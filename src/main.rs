@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     }
     let (log, _log_guard) = wasup::logging::build(&config.log);
     let probe = Probe {
-        // Under WatchdogSec=, often enough to ping at half of it.
+        // Under WatchdogSec=, often enough to ping at a third of it.
         every: watchdog_interval().map_or(config.http.probe_interval, |ping| {
             ping.min(config.http.probe_interval)
         }),
@@ -123,14 +123,15 @@ struct Probe {
     feeds_watchdog: bool,
 }
 
-/// Half of systemd's `WatchdogSec=` when the unit sets one: `WATCHDOG_USEC`, for this process
+/// A third of systemd's `WatchdogSec=` when the unit sets one (a probe may take a whole period,
+/// so two pings can be two periods apart): `WATCHDOG_USEC`, for this process
 /// when `WATCHDOG_PID` names one (as sd_watchdog_enabled(3) reads them).
 fn watchdog_interval() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     let for_us = std::env::var("WATCHDOG_PID")
         .ok()
         .is_none_or(|pid| pid.parse() == Ok(std::process::id()));
-    Some(Duration::from_micros(usec / 2)).filter(|every| for_us && !every.is_zero())
+    Some(Duration::from_micros(usec / 3)).filter(|every| for_us && !every.is_zero())
 }
 
 /// Probes every core actor each `probe.every`; feeds systemd's watchdog after each probe that
@@ -139,6 +140,9 @@ fn watchdog_interval() -> Option<Duration> {
 async fn supervise(wasup: Rc<Wasup>, probe: Probe, log: Logger) {
     let mut failed = 0;
     loop {
+        let started = std::time::Instant::now();
+        // A slow answer shortens the pause: probes start every `probe.every`, so two pings are at
+        // most two periods apart (under WatchdogSec=, a third of it each: within it).
         if wasup.answers_probe(probe.every).await {
             if failed > 0 {
                 info!(log, "Every core actor answers again.");
@@ -154,7 +158,7 @@ async fn supervise(wasup: Rc<Wasup>, probe: Probe, log: Logger) {
                 return;
             }
         }
-        actix_rt::time::sleep(probe.every).await;
+        actix_rt::time::sleep(probe.every.saturating_sub(started.elapsed())).await;
     }
 }
 

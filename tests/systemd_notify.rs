@@ -97,7 +97,7 @@ fn systemd_hears_watchdog_pings_while_the_pipeline_answers() {
         &dir.join("data"),
         &[
             ("NOTIFY_SOCKET", path_str(&socket_path)),
-            // WatchdogSec=300ms: a ping every 150 ms.
+            // WatchdogSec=300ms: a ping every 100 ms.
             ("WATCHDOG_USEC", "300000"),
             ("WASUP__REDIS__ENABLED", "false"),
         ],
