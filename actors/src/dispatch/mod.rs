@@ -27,7 +27,7 @@ use crate::{
     batch::BatchActor,
     messages::{SessionId, unix_millis},
     registry::{LookupSession, RegistryError, SessionRegistry},
-    session::{SendText, SessionError},
+    session::SendText,
     sink::backoff_delay,
     store::{drive_writes, say_not_readable_yet},
     supervision::CoreAddr,
@@ -336,7 +336,7 @@ impl MessageDispatcher {
                 });
                 return;
             }
-            SendOutcome::Retryable(error) | SendOutcome::Final(error) => {
+            SendOutcome::Retryable(error) => {
                 debug!(self.log, "Message given up."; "session_id" => &record.session_id, "error" => &error);
                 record.state = MessageState::Failed;
                 record.last_error = Some(error);
@@ -357,10 +357,8 @@ impl MessageDispatcher {
 enum SendOutcome {
     /// Sent; WhatsApp's id.
     Sent(String),
-    /// Worth retrying (not connected, engine error, timeout).
+    /// Worth retrying (not connected, engine error, timeout); given up once retries run out.
     Retryable(String),
-    /// Not worth retrying (the session is gone).
-    Final(String),
 }
 
 /// A WhatsApp message id in WhatsApp Web's current shape: `3EB0` and 18 upper-case hex digits
@@ -391,7 +389,6 @@ async fn send(
     };
     match session.send(message).timeout(timeout).await {
         Ok(Ok(whatsapp_id)) => SendOutcome::Sent(whatsapp_id),
-        Ok(Err(SessionError::Closing)) => SendOutcome::Final("the session closed".into()),
         Ok(Err(error)) => SendOutcome::Retryable(error.to_string()),
         Err(MailboxError::Timeout) => {
             SendOutcome::Retryable(format!("no answer within {timeout:?}"))
