@@ -7,9 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Behaviour, Laravel, PATIENCE, TestWasup, fast_config, redis::RedisServer,
-    service::assert_lane_accounting, wait_until,
+    Behaviour, Laravel, PATIENCE, TestWasup, fast_config,
+    redis::RedisServer,
+    service::{API_KEY, assert_lane_accounting},
+    wait_until,
 };
+use serde_json::{Value, json};
 
 #[actix_rt::test]
 async fn a_laravel_outage_ends_with_every_latest_state_delivered_in_few_requests() {
@@ -597,6 +600,64 @@ async fn a_message_taken_by_a_batch_queue_that_died_before_writing_it_is_not_rec
             .messages_of(&session_id)
             .iter()
             .any(|item| item["text"] == "hola")
+    })
+    .await;
+}
+
+/// `POST path` with `Idempotency-Key: key`.
+async fn post_with_key(wasup: &TestWasup, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    let mut response = awc::Client::default()
+        .post(format!("{}{path}", wasup.base))
+        .insert_header(("X-Api-Key", API_KEY))
+        .insert_header(("Idempotency-Key", key))
+        .send_json(body)
+        .await
+        .expect("answers");
+    let body = response.json().await.unwrap_or(Value::Null);
+    (response.status().as_u16(), body)
+}
+
+#[actix_rt::test]
+async fn a_send_retried_under_its_idempotency_key_is_one_message_across_a_restart() {
+    let laravel = Laravel::start().await;
+    let redis = RedisServer::start();
+    let mut config = fast_config(&laravel.url);
+    config.redis.url = redis.url();
+    let mut first_run = TestWasup::start(config.clone()).await;
+    let session_id = first_run.start_session(1).await;
+    let other_session = first_run.start_session(2).await;
+    let path = format!("/sessions/{session_id}/messages");
+    let message = json!({"to": "34600000001", "text": "hola"});
+
+    let (status, queued) = post_with_key(&first_run, &path, "order-17", &message).await;
+    assert_eq!(status, 202, "{queued}");
+    let message_id = queued["message_id"].clone();
+    let (status, again) = post_with_key(&first_run, &path, "order-17", &message).await;
+    assert_eq!(status, 200, "the same request again: {again}");
+    assert_eq!(
+        again["message_id"], message_id,
+        "the message queued the first time"
+    );
+    let other = json!({"to": "34600000001", "text": "otra cosa"});
+    let (status, refused) = post_with_key(&first_run, &path, "order-17", &other).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let elsewhere = format!("/sessions/{other_session}/messages");
+    let (status, own) = post_with_key(&first_run, &elsewhere, "order-17", &message).await;
+    assert_eq!(status, 202, "keys are per session: {own}");
+    assert_ne!(own["message_id"], message_id);
+    for bad in ["", &"k".repeat(129), "with space"] {
+        let (status, answer) = post_with_key(&first_run, &path, bad, &message).await;
+        assert_eq!(status, 400, "{bad:?}: {answer}");
+    }
+    assert!(first_run.shutdown().await.flushed);
+
+    let second_run = TestWasup::start(config).await;
+    wait_until("the same request after a restart", PATIENCE, || async {
+        let (status, again) = post_with_key(&second_run, &path, "order-17", &message).await;
+        status == 200 && again["message_id"] == message_id
     })
     .await;
 }

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// An actor did not answer (shutting down).
     #[error("wasup is not answering: {0}")]
     Unavailable(String),
+    /// An `Idempotency-Key` already used for a different message of the session: 422.
+    #[error("this Idempotency-Key was used for a different message of this session")]
+    KeyReused,
     /// Refused for a moment (the message queue is full, Redis did not take the message): 503
     /// with `Retry-After`, so a client knows to try again and when.
     #[error("{reason}")]
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Busy { .. } => "busy",
+            ApiError::KeyReused => "idempotency_key_reused",
         }
     }
 }
@@ -94,6 +98,7 @@ impl ResponseError for ApiError {
             | ApiError::Unavailable(_)
             | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,7 +7,9 @@
 //! or given up.
 
 mod config;
+mod idempotency;
 mod outcomes;
+mod queue;
 mod store;
 
 use std::{
@@ -19,7 +21,9 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use config::MessagesConfig;
+use idempotency::IdempotencyKeys;
 pub use outcomes::ReportOutcomesAgain;
+pub use queue::{QueueMessage, Queued};
 use slog::{Logger, debug, info, warn};
 pub use store::OutgoingStore;
 
@@ -77,6 +81,12 @@ pub struct MessageRecord {
     /// Its outcome is in the batch outbox (durable): until then a restart reports it again.
     #[serde(skip)]
     outcome_reported: bool,
+    /// The caller's `Idempotency-Key`: the same key again answers this message.
+    #[serde(skip)]
+    idempotency_key: Option<String>,
+    /// Digest of `to` and the text, telling a retry under the key from another request.
+    #[serde(skip)]
+    request_digest: u64,
 }
 
 /// Counters for `/health` and metrics.
@@ -105,6 +115,9 @@ pub enum DispatchError {
     /// Redis did not take the message: accepting it would risk losing it on a restart.
     #[error("the message could not be stored ({0}); try again")]
     NotStored(String),
+    /// The idempotency key was already used for a different request of this session.
+    #[error("this Idempotency-Key was used for a different message")]
+    KeyReused,
 }
 
 /// The dispatcher actor.
@@ -119,6 +132,8 @@ pub struct MessageDispatcher {
     records: HashMap<String, MessageRecord>,
     /// Finished message ids, oldest first, for forgetting past `max_remembered`.
     finished: VecDeque<String>,
+    /// The records' idempotency keys.
+    idempotency: IdempotencyKeys,
     /// Messages waiting for their retry delay.
     retrying: usize,
     /// Counters.
@@ -142,6 +157,7 @@ impl MessageDispatcher {
             ready: VecDeque::new(),
             records: HashMap::new(),
             finished: VecDeque::new(),
+            idempotency: IdempotencyKeys::default(),
             retrying: 0,
             stats: DispatchStats::default(),
             store: None,
@@ -226,6 +242,7 @@ impl MessageDispatcher {
                             requeued += 1;
                         }
                         let unreported = finished && !record.outcome_reported;
+                        actor.idempotency.remember(&record);
                         actor.records.insert(id.clone(), record);
                         if finished {
                             actor.remember_finished(id.clone(), ctx);
@@ -258,7 +275,9 @@ impl MessageDispatcher {
         self.finished.push_back(message_id);
         while self.finished.len() > self.config.max_remembered {
             if let Some(oldest) = self.finished.pop_front() {
-                self.records.remove(&oldest);
+                if let Some(record) = self.records.remove(&oldest) {
+                    self.idempotency.forget(&record);
+                }
                 if let Some(store) = &mut self.store {
                     store.forget(&oldest);
                 }
@@ -402,73 +421,6 @@ impl Actor for MessageDispatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.load(ctx);
-    }
-}
-
-/// Queues a text message.
-#[derive(Message, Debug)]
-#[rtype(result = "Result<MessageRecord, DispatchError>")]
-pub struct QueueMessage {
-    /// The sending session.
-    pub session_id: SessionId,
-    /// Recipient digits.
-    pub to: String,
-    /// The text.
-    pub text: String,
-}
-
-impl Handler<QueueMessage> for MessageDispatcher {
-    type Result = ResponseActFuture<Self, Result<MessageRecord, DispatchError>>;
-
-    fn handle(&mut self, queue: QueueMessage, _: &mut Context<Self>) -> Self::Result {
-        let waiting = self.ready.len() + self.retrying + self.stats.active;
-        if waiting >= self.config.max_queued {
-            self.stats.refused += 1;
-            return Box::pin(actix::fut::ready(Err(DispatchError::QueueFull(waiting))));
-        }
-        let now = unix_millis();
-        let record = MessageRecord {
-            message_id: uuid::Uuid::new_v4().simple().to_string(),
-            session_id: queue.session_id,
-            to: queue.to,
-            state: MessageState::Queued,
-            attempts: 0,
-            last_error: None,
-            whatsapp_id: Some(new_whatsapp_message_id()),
-            created_at: now,
-            updated_at: now,
-            text: queue.text,
-            outcome_reported: false,
-        };
-        // Accepted only once Redis holds it (when Redis is in use): a 202 must survive a restart.
-        let stored = self.store.as_ref().map(|store| store.accept(&record));
-        Box::pin(
-            async move {
-                match stored {
-                    Some(stored) => stored.await.map_err(|error| error.to_string()),
-                    None => Ok(()),
-                }
-            }
-            .into_actor(self)
-            .map(move |stored, actor, ctx| {
-                if let Err(error) = stored {
-                    actor.stats.refused += 1;
-                    // The write may have landed although Redis did not answer: take it back, or
-                    // the next start would send a message the caller was told was refused.
-                    if let Some(store) = &mut actor.store {
-                        store.forget(&record.message_id);
-                        actor.persist(ctx);
-                    }
-                    return Err(DispatchError::NotStored(error));
-                }
-                actor
-                    .records
-                    .insert(record.message_id.clone(), record.clone());
-                actor.ready.push_back(record.message_id.clone());
-                actor.pump(ctx);
-                Ok(record)
-            }),
-        )
     }
 }
 

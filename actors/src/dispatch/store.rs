@@ -32,6 +32,16 @@ struct StoredMessage {
     /// reported (those versions reported at once).
     #[serde(default = "reported_by_default")]
     outcome_reported: bool,
+    /// The caller's idempotency key, answered again while the record is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    /// Digest of the request that queued it (with the key).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    request_digest: u64,
+}
+
+fn is_zero(digest: &u64) -> bool {
+    *digest == 0
 }
 
 fn reported_by_default() -> bool {
@@ -53,6 +63,8 @@ impl StoredMessage {
             updated_at: record.updated_at,
             text: (!finished).then(|| record.text.clone()),
             outcome_reported: record.outcome_reported,
+            idempotency_key: record.idempotency_key.clone(),
+            request_digest: record.request_digest,
         }
     }
 
@@ -69,6 +81,8 @@ impl StoredMessage {
             updated_at: self.updated_at,
             text: self.text.unwrap_or_default(),
             outcome_reported: self.outcome_reported,
+            idempotency_key: self.idempotency_key,
+            request_digest: self.request_digest,
         }
     }
 }
