@@ -3,7 +3,7 @@
 //! Plain data, no actix: the `BatchActor` drives it and the unit tests below call it directly.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -326,6 +326,16 @@ impl LaneQueue {
         }
         // The batch goes in arrival order (by sequence number, then arrival).
         taken.sort_unstable_by_key(|(_, waiting, slot)| (waiting.seq, *slot));
+        // Laravel names the items it could not store by id alone (`failed_ids`, `rejected`), and
+        // a WhatsApp message id is unique only per chat and sender: two items under one id wait
+        // for separate requests, so a refusal of one never marks the other.
+        let mut ids = HashSet::with_capacity(taken.len());
+        let (taken, next_time): (Vec<_>, Vec<_>) = taken
+            .into_iter()
+            .partition(|(_, waiting, _)| ids.insert(waiting.item.ack_id().to_string()));
+        for (key, waiting, _) in next_time {
+            self.waiting.insert(key, waiting);
+        }
         let mut in_flight = HashMap::with_capacity(taken.len());
         let mut items = Vec::with_capacity(taken.len());
         for (key, waiting, _) in taken {
@@ -485,6 +495,65 @@ mod tests {
             user_id: None,
             timestamp: 0,
         }
+    }
+
+    fn message(chat: &str, id: &str) -> OutboundItem {
+        OutboundItem {
+            session_id: "s".into(),
+            payload: Payload::Message(crate::messages::IncomingMessage {
+                message_id: id.into(),
+                from: "34600000001@s.whatsapp.net".into(),
+                to: chat.into(),
+                kind: "text".into(),
+                text: Some("hola".into()),
+            }),
+            user_id: None,
+            timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn two_messages_under_one_whatsapp_id_never_share_a_request() {
+        let now = Instant::now();
+        let mut lane = LaneQueue::new(Lane::Message);
+        lane.push(
+            message("a@g.us", "3EB0X"),
+            1,
+            Timing::deadline(now),
+            false,
+            10,
+        );
+        lane.push(
+            message("b@g.us", "3EB0X"),
+            2,
+            Timing::deadline(now),
+            false,
+            10,
+        );
+        lane.push(
+            message("a@g.us", "3EB0Y"),
+            3,
+            Timing::deadline(now),
+            false,
+            10,
+        );
+        let first = lane.take_batch(cap(10), now, 0);
+        assert_eq!(
+            first.items,
+            vec![message("a@g.us", "3EB0X"), message("a@g.us", "3EB0Y")]
+        );
+        assert_eq!(lane.waiting.len(), 1, "the other waits for the next request");
+        lane.settle(
+            DeliveryOutcome {
+                delivered: first.items,
+                ..DeliveryOutcome::default()
+            },
+            now,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        let second = lane.take_batch(cap(10), now, 0);
+        assert_eq!(second.items, vec![message("b@g.us", "3EB0X")]);
     }
 
     #[test]
