@@ -542,7 +542,11 @@ mod tests {
             first.items,
             vec![message("a@g.us", "3EB0X"), message("a@g.us", "3EB0Y")]
         );
-        assert_eq!(lane.waiting.len(), 1, "the other waits for the next request");
+        assert_eq!(
+            lane.waiting.len(),
+            1,
+            "the other waits for the next request"
+        );
         lane.settle(
             DeliveryOutcome {
                 delivered: first.items,
