@@ -6,6 +6,8 @@
 
 mod actor;
 mod config;
+mod delivery;
+mod failed_ids;
 mod narrowing;
 mod request;
 mod retry;
@@ -14,8 +16,9 @@ pub use actor::{
     CORE_ACTOR_GONE_WAIT, Deliver, DeliveryOutcome, GetSinkStats, LaravelSink, Refused, SinkStats,
 };
 pub use config::SinkConfig;
+pub use failed_ids::FailedIds;
 pub use request::{
-    AttemptResult, COMBINED_PATH, Contract, FailedIds, batch_body, classify, combined_body,
-    lane_key, request_signature, signature,
+    AttemptResult, COMBINED_PATH, Contract, batch_body, classify, combined_body, lane_key,
+    request_signature, signature,
 };
 pub use retry::backoff_delay;
