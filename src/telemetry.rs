@@ -57,6 +57,7 @@ pub struct Telemetry {
     budget_in_flight_limit: IntGauge,
     budget_rate: prometheus::Gauge,
     budget_decreases: IntCounter,
+    budget_urgent_reserve_starts: IntCounter,
 }
 
 /// Everything a scrape reads from the actors.
@@ -227,6 +228,10 @@ impl Telemetry {
                 "wasup_laravel_budget_decreases_total",
                 "Times the request budget was cut because Laravel slowed down or failed.",
             ),
+            budget_urgent_reserve_starts: counter(
+                "wasup_laravel_budget_urgent_reserve_starts_total",
+                "Requests carrying an urgent status that started on the budget's reserve.",
+            ),
         };
         let registry = &telemetry.registry;
         registry.register(Box::new(telemetry.laravel_latency.clone()))?;
@@ -254,6 +259,7 @@ impl Telemetry {
         registry.register(Box::new(telemetry.budget_in_flight_limit.clone()))?;
         registry.register(Box::new(telemetry.budget_rate.clone()))?;
         registry.register(Box::new(telemetry.budget_decreases.clone()))?;
+        registry.register(Box::new(telemetry.budget_urgent_reserve_starts.clone()))?;
         Ok(telemetry)
     }
 
@@ -298,6 +304,11 @@ impl Telemetry {
             .set(i64::try_from(budget.concurrency_limit).unwrap_or(i64::MAX));
         self.budget_rate.set(budget.rate_per_second);
         self.follow("budget_decreases", &self.budget_decreases, budget.decreases);
+        self.follow(
+            "budget_urgent_reserve_starts",
+            &self.budget_urgent_reserve_starts,
+            budget.urgent_reserve_starts,
+        );
         self.follow(
             "qr_renders",
             &self.qr_renders,

@@ -261,6 +261,36 @@ async fn the_combined_contract_carries_every_due_lane_in_one_request() {
 }
 
 #[actix_rt::test]
+async fn a_combined_request_carries_more_of_a_lane_than_the_split_cap() {
+    let laravel = Laravel::start().await;
+    let mut config = fast_config(&laravel.url);
+    config.laravel.contract = Contract::Combined;
+    config.batch.max_items = 5;
+    config.batch.max_items_combined = 40;
+    config.batch.qr_deadline = Duration::from_secs(2);
+    config.batch.status_interval = Duration::from_secs(2);
+    let wasup = TestWasup::start(config).await;
+    let mut sessions = Vec::new();
+    for user in 0..30 {
+        sessions.push(wasup.start_session(user).await);
+    }
+    for session in &sessions {
+        laravel.wait_qr(session).await;
+    }
+    let most_qrs = laravel
+        .requests()
+        .iter()
+        .map(|request| request.items_of("qrs").len())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most_qrs > 5,
+        "a combined request carried at most {most_qrs} QRs: a lane filling up to the split cap sent early"
+    );
+    assert!(most_qrs <= 40, "{most_qrs} QRs in one request");
+}
+
+#[actix_rt::test]
 async fn the_qr_api_serves_the_rendering_laravel_got() {
     let laravel = Laravel::start().await;
     let wasup = TestWasup::start(fast_config(&laravel.url)).await;

@@ -197,6 +197,38 @@ async fn an_urgent_status_overtakes_a_normal_backlog() {
 }
 
 #[actix_rt::test]
+async fn an_urgent_status_takes_the_budget_reserve_while_every_ordinary_place_is_busy() {
+    let laravel = Laravel::start().await;
+    // The first request (the QR) is held at Laravel for 8 s and takes the only ordinary place.
+    laravel.set_behaviour(Behaviour::Stall(Duration::from_secs(8)));
+    let mut config = fast_config(&laravel.url);
+    config.laravel.max_in_flight = 1;
+    config.laravel.timeout = Duration::from_secs(10);
+    config.batch.status_interval = Duration::from_secs(3);
+    let wasup = TestWasup::start(config).await;
+    let session = wasup.start_session(1).await;
+    let one_request_out =
+        || async { wasup.batch_metrics().await["budget"]["in_flight"].as_u64() == Some(1) };
+    wait_until("the QR request held at Laravel", PATIENCE, one_request_out).await;
+    laravel.set_behaviour(Behaviour::Store);
+
+    let asked = Instant::now();
+    wasup.scan(&session).await;
+    laravel.wait_status(&session, "active").await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the urgent status waited {took:?} for the held request"
+    );
+    assert!(
+        laravel.qr_of(&session).is_none(),
+        "the QR request is still held: the status left beside it"
+    );
+    let budget = &wasup.batch_metrics().await["budget"];
+    assert_eq!(budget["urgent_reserve_starts"], 1, "{budget}");
+}
+
+#[actix_rt::test]
 async fn the_breaker_opens_stops_sending_half_opens_and_every_latest_state_arrives() {
     let laravel = Laravel::start().await;
     laravel.set_behaviour(Behaviour::Fail(500));

@@ -4,6 +4,11 @@
 //! (once per round trip); each healthy answer raises them a step, up to the configured maxima.
 //! When the budget is tight, items wait longer and batches get fuller.
 //!
+//! Urgent statuses (a user just scanned, or was logged out) must be at Laravel within
+//! `batch.priority_delay`, so a request that carries one may use a small reserve: one place beyond
+//! the concurrency limit and one start token borrowed ahead. The borrowed token is paid back
+//! before the next ordinary request starts, so over time the start rate stays within the budget.
+//!
 //! Plain data, no actix: the `BatchActor` asks it before each request and tells it each answer.
 
 use std::time::{Duration, Instant};
@@ -22,6 +27,19 @@ const SLOW_SLACK: Duration = Duration::from_millis(50);
 const DEFAULT_LATENCY: Duration = Duration::from_millis(100);
 /// Shortest pause between two decreases (a burst of failures cuts once, not once per request).
 const MIN_DECREASE_HOLD: Duration = Duration::from_millis(100);
+/// Places beyond the concurrency limit a request carrying an urgent item may take.
+const URGENT_EXTRA_IN_FLIGHT: usize = 1;
+/// Start tokens a request carrying an urgent item may borrow ahead of the refill.
+const URGENT_BORROWED_TOKENS: f64 = 1.0;
+
+/// What a request carries, as far as the budget cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrying {
+    /// Only items that can wait for a place.
+    Ordinary,
+    /// At least one urgent status: it may use the reserve.
+    Urgent,
+}
 
 /// The budget's bounds (`[laravel]` settings).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,6 +84,8 @@ pub struct BudgetStats {
     pub latency_ms: u64,
     /// Times the budget was cut.
     pub decreases: u64,
+    /// Requests that started on the urgent reserve (no ordinary place or token was free).
+    pub urgent_reserve_starts: u64,
 }
 
 /// The adaptive budget.
@@ -78,6 +98,7 @@ pub struct RequestBudget {
     /// Requests allowed to start per second.
     rate: f64,
     /// Start tokens, refilled at `rate`, at most `limits.max_in_flight`: a short burst may start.
+    /// Below zero while an urgent request's borrowed token is being paid back.
     tokens: f64,
     /// When `tokens` was last refilled.
     refilled_at: Instant,
@@ -91,6 +112,8 @@ pub struct RequestBudget {
     hold_decrease_until: Option<Instant>,
     /// Times the budget was cut.
     decreases: u64,
+    /// Requests that started on the urgent reserve.
+    urgent_reserve_starts: u64,
 }
 
 impl RequestBudget {
@@ -108,6 +131,7 @@ impl RequestBudget {
             baseline: None,
             hold_decrease_until: None,
             decreases: 0,
+            urgent_reserve_starts: 0,
         }
     }
 
@@ -123,17 +147,29 @@ impl RequestBudget {
         self.refilled_at = now;
     }
 
-    /// When the next request may start: `now` or later, or `None` while the requests in flight
-    /// use the whole concurrency limit (an answer frees a place).
-    pub fn next_start(&mut self, now: Instant) -> Option<Instant> {
-        if self.in_flight >= self.concurrency_limit() {
+    /// The places and the token level a request carrying `carrying` needs to start.
+    fn needs(&self, carrying: Carrying) -> (usize, f64) {
+        match carrying {
+            Carrying::Ordinary => (self.concurrency_limit(), 1.0),
+            Carrying::Urgent => (
+                self.concurrency_limit() + URGENT_EXTRA_IN_FLIGHT,
+                1.0 - URGENT_BORROWED_TOKENS,
+            ),
+        }
+    }
+
+    /// When the next request carrying `carrying` may start: `now` or later, or `None` while the
+    /// requests in flight use every place it may take (an answer frees one).
+    pub fn next_start(&mut self, now: Instant, carrying: Carrying) -> Option<Instant> {
+        let (places, tokens_needed) = self.needs(carrying);
+        if self.in_flight >= places {
             return None;
         }
         self.refill(now);
-        let token_at = if self.tokens >= 1.0 {
+        let token_at = if self.tokens >= tokens_needed {
             now
         } else {
-            now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+            now + Duration::from_secs_f64((tokens_needed - self.tokens) / self.rate)
         };
         let gap_at = self
             .last_start
@@ -141,15 +177,18 @@ impl RequestBudget {
         Some(token_at.max(gap_at))
     }
 
-    /// Whether a request may start now.
-    pub fn may_start(&mut self, now: Instant) -> bool {
-        self.next_start(now).is_some_and(|at| at <= now)
+    /// Whether a request carrying `carrying` may start now.
+    pub fn may_start(&mut self, now: Instant, carrying: Carrying) -> bool {
+        self.next_start(now, carrying).is_some_and(|at| at <= now)
     }
 
-    /// A request started.
+    /// A request started (the caller asked [`Self::may_start`] with what it carries).
     pub fn start(&mut self, now: Instant) {
         self.refill(now);
-        self.tokens = (self.tokens - 1.0).max(0.0);
+        if self.in_flight >= self.concurrency_limit() || self.tokens < 1.0 {
+            self.urgent_reserve_starts += 1;
+        }
+        self.tokens = (self.tokens - 1.0).max(-URGENT_BORROWED_TOKENS);
         self.in_flight += 1;
         self.last_start = Some(now);
     }
@@ -211,6 +250,7 @@ impl RequestBudget {
             in_flight: self.in_flight,
             latency_ms: u64::try_from(self.expected_latency().as_millis()).unwrap_or(u64::MAX),
             decreases: self.decreases,
+            urgent_reserve_starts: self.urgent_reserve_starts,
         }
     }
 }
@@ -232,17 +272,17 @@ mod tests {
     fn at_most_max_in_flight_requests_at_once() {
         let now = Instant::now();
         let mut budget = budget(now);
-        assert!(budget.may_start(now));
+        assert!(budget.may_start(now, Carrying::Ordinary));
         budget.start(now);
-        assert!(budget.may_start(now));
+        assert!(budget.may_start(now, Carrying::Ordinary));
         budget.start(now);
         assert_eq!(
-            budget.next_start(now),
+            budget.next_start(now, Carrying::Ordinary),
             None,
             "two in flight: wait for an answer"
         );
         budget.finish(&[FAST], now);
-        assert!(budget.next_start(now).is_some());
+        assert!(budget.next_start(now, Carrying::Ordinary).is_some());
     }
 
     #[test]
@@ -255,11 +295,11 @@ mod tests {
         budget.finish(&[], now);
         // The burst (2 tokens) is spent; the next token comes after 1/5 s.
         assert_eq!(
-            budget.next_start(now),
+            budget.next_start(now, Carrying::Ordinary),
             Some(now + Duration::from_millis(200))
         );
         let later = now + Duration::from_millis(200);
-        assert!(budget.may_start(later));
+        assert!(budget.may_start(later, Carrying::Ordinary));
     }
 
     #[test]
@@ -317,8 +357,63 @@ mod tests {
         let mut budget = RequestBudget::new(limits, now);
         budget.start(now);
         assert_eq!(
-            budget.next_start(now),
+            budget.next_start(now, Carrying::Ordinary),
             Some(now + Duration::from_millis(400))
         );
+    }
+
+    #[test]
+    fn an_urgent_request_takes_the_reserve_and_the_next_ordinary_one_pays_it_back() {
+        let now = Instant::now();
+        let mut budget = budget(now);
+        budget.start(now);
+        budget.start(now);
+        assert!(
+            !budget.may_start(now, Carrying::Ordinary),
+            "both places taken"
+        );
+        assert!(
+            budget.may_start(now, Carrying::Urgent),
+            "an urgent status takes the reserve place"
+        );
+        budget.start(now);
+        assert_eq!(budget.stats().urgent_reserve_starts, 1);
+        assert_eq!(
+            budget.next_start(now, Carrying::Urgent),
+            None,
+            "one reserve place only"
+        );
+        for _ in 0..3 {
+            budget.finish(&[FAST], now);
+        }
+        // Two tokens spent and one borrowed: the next ordinary start waits for two refills
+        // (2/5 s), the next urgent one for one.
+        assert_eq!(
+            budget.next_start(now, Carrying::Ordinary),
+            Some(now + Duration::from_millis(400))
+        );
+        assert_eq!(
+            budget.next_start(now, Carrying::Urgent),
+            Some(now + Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn urgent_requests_alone_stay_within_the_start_rate() {
+        let now = Instant::now();
+        let mut budget = budget(now);
+        let mut at = now;
+        let mut started = 0;
+        while at < now + Duration::from_secs(10) {
+            if budget.may_start(at, Carrying::Urgent) {
+                budget.start(at);
+                budget.finish(&[FAST], at);
+                started += 1;
+            }
+            at += Duration::from_millis(10);
+        }
+        // 5 per second for 10 s, plus the burst of two and the one token borrowed.
+        assert!(started <= 53, "{started} urgent starts in 10 s");
+        assert!(started >= 50, "{started} urgent starts in 10 s");
     }
 }

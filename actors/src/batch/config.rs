@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct BatchConfig {
     /// Most items of one lane in one request (the split contract's cap per call).
     pub max_items: usize,
+    /// Most items of one lane in one combined request (`laravel.contract = "combined"`): one
+    /// request carries every lane, so a busy lane filling up does not add requests of its own.
+    pub max_items_combined: usize,
     /// Most items of one lane in one request while a backlog drains (more than `max_items`
     /// items past their deadline, e.g. after an outage, or a shutdown drain); a 413 halves it.
     pub max_items_backlog: usize,
@@ -47,6 +50,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_items: 50,
+            max_items_combined: 200,
             max_items_backlog: 500,
             qr_deadline: Duration::from_secs(1),
             status_interval: Duration::from_secs(1),
@@ -66,6 +70,9 @@ impl BatchConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_items == 0 {
             return Err("batch.max_items must be at least 1".into());
+        }
+        if self.max_items_combined < self.max_items {
+            return Err("batch.max_items_combined must be at least batch.max_items".into());
         }
         if self.max_items_backlog < self.max_items {
             return Err("batch.max_items_backlog must be at least batch.max_items".into());

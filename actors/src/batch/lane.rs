@@ -180,7 +180,7 @@ impl LaneQueue {
         }
     }
 
-    /// Whether an urgent item waits (it may skip the pacing gap).
+    /// Whether an urgent item waits (a request carrying it may use the budget's urgent reserve).
     pub fn has_urgent(&self) -> bool {
         self.waiting.has_urgent()
     }

@@ -5,11 +5,12 @@
 //! Laravel: a QR `qr_deadline` after it appeared, an urgent status `priority_delay` (lingering at
 //! most half of it for company), a normal status `status_interval`, a message `message_deadline`.
 //! A lane flushes when its earliest item must leave (its deadline less the expected request
-//! latency), when it holds `max_items`, or when draining for shutdown, and takes everything it
-//! holds up to the batch cap, so a request carries as much as it can. With the combined
-//! contract, every other lane that holds items joins that request. Requests start within the
-//! adaptive [`RequestBudget`]; while it is tight, items wait and batches fill up (up to
-//! `max_items_backlog` while a backlog drains). One batch per lane is at the sink at a time. QRs
+//! latency), when it holds `max_items` (`max_items_combined` under the combined contract), or
+//! when draining for shutdown, and takes everything it holds up to that cap, so a request
+//! carries as much as it can. With the combined contract, every other lane that holds items
+//! joins that request. Requests start within the adaptive [`RequestBudget`] (a request carrying
+//! an urgent status may use its reserve); while it is tight, items wait and batches fill up (up
+//! to `max_items_backlog` while a backlog drains). One batch per lane is at the sink at a time. QRs
 //! that would reach Laravel after they expire are dropped. A status other than `pending`
 //! withdraws the session's waiting QR: once connected or closed, it is stale.
 
@@ -33,7 +34,7 @@ use actix::prelude::*;
 use slog::{Logger, info, warn};
 use tokio::sync::oneshot;
 
-pub use budget::{BudgetLimits, BudgetStats, RequestBudget, RequestSample};
+pub use budget::{BudgetLimits, BudgetStats, Carrying, RequestBudget, RequestSample};
 pub use config::BatchConfig;
 pub use dead_letters::{DeadLetter, DeadLetterLimits, DeadLetterView, DeadLetters};
 pub use handover::hand_over;
@@ -159,6 +160,16 @@ impl BatchActor {
         }
     }
 
+    /// Most items of one lane in a request outside a backlog: the combined contract carries
+    /// every lane in one request, so each may carry more (a 413 lowers it with the backlog cap).
+    fn lane_cap(&self) -> usize {
+        if self.combined {
+            self.config.max_items_combined.min(self.backlog_items)
+        } else {
+            self.config.max_items
+        }
+    }
+
     /// How long an item of `lane` may take to reach Laravel (urgent statuses aside).
     fn deadline_of(&self, lane: Lane) -> Duration {
         match lane {
@@ -188,12 +199,40 @@ impl BatchActor {
             .filter_map(|lane| {
                 let queue = &self.lanes[lane.index()];
                 queue
-                    .is_ready(now, lead, self.config.max_items, self.draining)
+                    .is_ready(now, lead, self.lane_cap(), self.draining)
                     .then(|| (queue.earliest_send_at(lead).unwrap_or(now), lane))
             })
             .collect();
         ready.sort_unstable_by_key(|(send_at, lane)| (*send_at, lane.index()));
         ready.into_iter().map(|(_, lane)| lane).collect()
+    }
+
+    /// What a request starting with `lane` carries (a combined request takes the status lane
+    /// along whenever it may join).
+    fn carrying(&self, lane: Lane, now: Instant) -> Carrying {
+        let status = &self.lanes[Lane::Status.index()];
+        let takes_status = lane == Lane::Status || (self.combined && status.can_join(now));
+        if takes_status && status.has_urgent() {
+            Carrying::Urgent
+        } else {
+            Carrying::Ordinary
+        }
+    }
+
+    /// The lane the next request starts with: the first ready one if the budget has an ordinary
+    /// place, else one holding an urgent status if the reserve allows it.
+    fn first_allowed(&mut self, ready: &[Lane], now: Instant) -> Option<Lane> {
+        let &first = ready.first()?;
+        if self.budget.may_start(now, Carrying::Ordinary) {
+            return Some(first);
+        }
+        let urgent = ready
+            .iter()
+            .copied()
+            .find(|lane| self.carrying(*lane, now) == Carrying::Urgent)?;
+        self.budget
+            .may_start(now, Carrying::Urgent)
+            .then_some(urgent)
     }
 
     /// Sends requests while a lane is ready and the budget allows, then sets the next wake-up.
@@ -203,10 +242,9 @@ impl BatchActor {
         let mut forgot = false;
         loop {
             let ready = self.ready_lanes(now, lead);
-            let Some(&first) = ready.first() else { break };
-            if !self.budget.may_start(now) {
+            let Some(first) = self.first_allowed(&ready, now) else {
                 break;
-            }
+            };
             let lanes: Vec<Lane> = if self.combined {
                 Lane::ALL
                     .into_iter()
@@ -254,7 +292,7 @@ impl BatchActor {
             max_items: if self.draining {
                 self.backlog_items
             } else {
-                self.config.max_items
+                self.lane_cap()
             },
             backlog_items: self.backlog_items,
         };
@@ -338,19 +376,22 @@ impl BatchActor {
     fn schedule_wake(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let lead = self.budget.expected_latency();
-        let lane_wake = Lane::ALL
-            .into_iter()
-            .filter(|lane| self.lane_open(*lane))
-            .filter_map(|lane| {
-                self.lanes[lane.index()].next_wake(now, lead, self.config.max_items, self.draining)
-            })
-            .min();
-        let Some(lane_wake) = lane_wake else { return };
-        // With every request place taken, the next answer pumps again.
-        let Some(budget_wake) = self.budget.next_start(now) else {
-            return;
-        };
-        let next = lane_wake.max(budget_wake);
+        // Each lane's next wake-up, no earlier than the budget lets a request carrying what it
+        // holds start; with every place it may take in use, the next answer pumps again.
+        let mut next: Option<Instant> = None;
+        for lane in Lane::ALL {
+            let queue = &self.lanes[lane.index()];
+            let lane_wake = queue.next_wake(now, lead, self.lane_cap(), self.draining);
+            let Some(lane_wake) = lane_wake.filter(|_| self.lane_open(lane)) else {
+                continue;
+            };
+            let carrying = self.carrying(lane, now);
+            if let Some(start) = self.budget.next_start(now, carrying) {
+                let at = lane_wake.max(start);
+                next = Some(next.map_or(at, |earlier| earlier.min(at)));
+            }
+        }
+        let Some(next) = next else { return };
         if let Some((at, handle)) = self.wake {
             if at <= next {
                 return;
