@@ -184,6 +184,24 @@ async fn the_same_qr_is_not_sent_again_after_a_restart() {
     let mut first_run = TestWasup::start(config.clone()).await;
     let session_id = first_run.start_session(1).await;
     laravel.wait_qr(&session_id).await;
+    let cache = first_run.get("/metrics/cache").await.1;
+    assert_eq!(
+        cache["qr_digest_misses"], 0,
+        "an id wasup made has no last QR to read: {cache}"
+    );
+    let (status, body) = first_run
+        .post(
+            "/start",
+            &json!({"user_id": 2, "session_id": "given-by-laravel"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    laravel.wait_qr("given-by-laravel").await;
+    let cache = first_run.get("/metrics/cache").await.1;
+    assert_eq!(
+        cache["qr_digest_misses"], 1,
+        "an id given by the caller may have a QR from before: {cache}"
+    );
     first_run.shutdown().await;
     let sent_before = laravel.requests_to("/qr/batch").len();
 

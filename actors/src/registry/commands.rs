@@ -53,6 +53,7 @@ impl Handler<StartSession> for SessionRegistry {
                 max: self.config.max_active,
             });
         }
+        let id_made_here = start.session_id.is_none();
         let session_id = start
             .session_id
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
@@ -79,6 +80,7 @@ impl Handler<StartSession> for SessionRegistry {
         }
         let mut entry = SessionEntry::new(start.user_id, Instant::now());
         entry.kept_store = kept_store;
+        entry.id_made_here = id_made_here;
         if let Some(stopped) = reopened {
             self.stopped.remove(&session_id);
             entry.created_unix_ms = stopped.created_at;

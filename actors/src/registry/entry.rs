@@ -45,6 +45,9 @@ pub struct SessionEntry {
     pub last_crash: Option<String>,
     /// Renewals after max lifetime.
     pub renewals: u32,
+    /// Its id was made by wasup at `POST /start` (none was given): until its first actor runs,
+    /// no earlier run or node can have left anything in Redis under it.
+    pub id_made_here: bool,
 }
 
 /// What to do after a crash.
@@ -73,6 +76,7 @@ impl SessionEntry {
             recent_crashes: VecDeque::new(),
             last_crash: None,
             renewals: 0,
+            id_made_here: false,
         }
     }
 

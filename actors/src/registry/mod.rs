@@ -190,6 +190,7 @@ impl SessionRegistry {
             generation: entry.generation,
             store_dir: self.store_root.join(session_id),
             paired_before: entry.ever_connected,
+            first_of_new_id: entry.id_made_here && entry.generation == 1,
             engine_factory: Arc::clone(&self.engine_factory),
             batch: self.batch.clone(),
             cache: self.cache.clone(),

@@ -57,6 +57,9 @@ pub struct SessionSetup {
     pub store_dir: PathBuf,
     /// It was connected before (restored): without credentials it must not pair again.
     pub paired_before: bool,
+    /// The first actor of an id wasup made just now: no QR can have been forwarded for it, so
+    /// the last-QR read from Redis is skipped (at a start burst, one read per session adds up).
+    pub first_of_new_id: bool,
     /// Builds its engine.
     pub engine_factory: Arc<dyn EngineFactory>,
     /// Where its events go.
@@ -138,6 +141,8 @@ pub struct SessionActor {
     store_dir: PathBuf,
     /// Connected before this incarnation (restored): it must not start pairing again.
     paired_before: bool,
+    /// See [`SessionSetup::first_of_new_id`].
+    first_of_new_id: bool,
     /// Tells the registry if this actor dies without a clean stop.
     death_notice: DeathNotice,
     /// Logger with the session id.
@@ -197,6 +202,7 @@ impl SessionActor {
                 phone: None,
                 store_dir: setup.store_dir,
                 paired_before: setup.paired_before,
+                first_of_new_id: setup.first_of_new_id,
                 death_notice,
                 log: setup.log,
             }
@@ -289,7 +295,7 @@ impl Actor for SessionActor {
             // Pairing again is the user's decision (a new POST /start), not a restart's.
             return self.finish(lifecycle::Ending::lost_credentials(), ctx);
         }
-        let Some(cache) = &self.cache else {
+        let Some(cache) = self.cache.as_ref().filter(|_| !self.first_of_new_id) else {
             return self.connect(ctx);
         };
         // Learn the last QR forwarded for this session (by an earlier run or another node)
