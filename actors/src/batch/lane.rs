@@ -432,6 +432,11 @@ impl LaneQueue {
                 .is_some_and(|in_flight| in_flight.contains_key(key))
     }
 
+    /// Items waiting (not out at Laravel).
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// Items waiting or in flight.
     pub fn pending(&self) -> usize {
         self.waiting.len() + self.in_flight.as_ref().map_or(0, HashMap::len)

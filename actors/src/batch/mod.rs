@@ -31,7 +31,7 @@ use std::{
 };
 
 use actix::prelude::*;
-use slog::{Logger, info, warn};
+use slog::{Logger, error, info, warn};
 use tokio::sync::oneshot;
 
 pub use budget::{BudgetLimits, BudgetStats, Carrying, RequestBudget, RequestSample};
@@ -207,6 +207,11 @@ impl BatchActor {
         ready.into_iter().map(|(_, lane)| lane).collect()
     }
 
+    /// Items waiting in every lane (not those out at Laravel).
+    fn waiting_items(&self) -> usize {
+        self.lanes.iter().map(LaneQueue::waiting_len).sum()
+    }
+
     /// What a request starting with `lane` carries (a combined request takes the status lane
     /// along whenever it may join).
     fn carrying(&self, lane: Lane, now: Instant) -> Carrying {
@@ -253,9 +258,19 @@ impl BatchActor {
             } else {
                 vec![first]
             };
+            let waiting_before = self.waiting_items();
             let (items, sent_lanes) = self.take_request(&lanes, now, lead, &mut forgot);
             if items.is_empty() {
-                continue;
+                // Expired QRs were dropped: look again. Nothing taken and nothing dropped would
+                // mean a lane says it is ready with nothing to take: stop rather than spin.
+                if self.waiting_items() < waiting_before {
+                    continue;
+                }
+                error!(
+                    self.log,
+                    "A ready lane gave no batch; waiting for the next wake-up."
+                );
+                break;
             }
             self.budget.start(now);
             // A copy for the sink dying with the request (stopped or panicked): nothing is

@@ -163,16 +163,20 @@ impl WaitingSet {
     ) -> Vec<(String, Waiting, u64)> {
         let mut taken = Vec::with_capacity(max_items.min(self.len()));
         while taken.len() < max_items {
-            let Some((_, key)) = self
-                .by_pick
-                .iter()
-                .find_map(|group| group.first_key_value())
+            let Some((group, pick, key)) =
+                self.by_pick.iter().enumerate().find_map(|(group, picks)| {
+                    picks
+                        .first_key_value()
+                        .map(|(pick, key)| (group, *pick, key.clone()))
+                })
             else {
                 break;
             };
-            let key = key.clone();
             let Some(entry) = self.entries.remove(&key) else {
-                break;
+                // An index row without its entry (it should not happen): drop the row, so the
+                // set never claims items it cannot hand out.
+                self.by_pick[group].remove(&pick);
+                continue;
             };
             self.unindex(&entry);
             if keep(&entry.waiting) {
