@@ -212,7 +212,9 @@ mod tests {
         );
         let png = qr_png(&text).expect("renders");
         assert!(png.len() < 1500, "{} bytes", png.len());
-        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png));
+        // Check the zlib and chunk checksums too (the png crate skips Adler-32 by default).
+        decoder.ignore_checksums(false);
         let mut reader = decoder.read_info().expect("valid PNG");
         let info = reader.info();
         assert_eq!(
@@ -231,7 +233,9 @@ mod tests {
 
     /// The pixels of a 1-bit grayscale PNG, one byte per pixel (0 black, 255 white).
     fn pixels_of(png_bytes: &[u8]) -> (usize, Vec<u8>) {
-        let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        // Check the zlib and chunk checksums too (the png crate skips Adler-32 by default).
+        decoder.ignore_checksums(false);
         let mut reader = decoder.read_info().expect("valid PNG");
         let mut buffer = vec![0; reader.output_buffer_size()];
         reader.next_frame(&mut buffer).expect("pixels");
