@@ -33,6 +33,10 @@ struct Args {
     /// Session counts for the scale scenario instead of its defaults (e.g. `20000` to profile).
     #[arg(long, value_delimiter = ',')]
     scale_sizes: Vec<usize>,
+    /// Only these modes of the seeds' scenario (wasup, combined, naive), e.g. `wasup` while
+    /// tuning the split contract; a ratio to naive is reported only when naive runs too.
+    #[arg(long, value_delimiter = ',', default_values_t = ["wasup".to_string(), "combined".into(), "naive".into()])]
+    seeds_modes: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let plan = scenarios::Plan {
         quick: args.quick,
         scale_sizes: args.scale_sizes.clone(),
+        seeds_modes: args.seeds_modes.clone(),
     };
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|only| only == name);
     let started = std::time::Instant::now();

@@ -19,6 +19,8 @@ pub struct Plan {
     pub quick: bool,
     /// Session counts for the scale scenario, when given (else its defaults).
     pub scale_sizes: Vec<usize>,
+    /// The seeds' scenario's modes to run (wasup, combined, naive).
+    pub seeds_modes: Vec<String>,
 }
 
 impl Plan {
@@ -111,6 +113,9 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
     let sessions = plan.seeds_sessions();
     let mut runs = serde_json::Map::new();
     for mode in ["wasup", "combined", "naive"] {
+        if !plan.seeds_modes.iter().any(|wanted| wanted == mode) {
+            continue;
+        }
         let laravel = CountingLaravel::start()?;
         laravel.set_latency(LARAVEL_LATENCY);
         let redis = if mode == "naive" {
@@ -163,13 +168,11 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
         wasup.terminate().await?;
         laravel.stop().await;
     }
-    let rate = |mode: &str| runs[mode]["requests_per_second"].as_f64().unwrap_or(0.0);
-    let ratio_to = |mode: &str| {
-        if rate(mode) > 0.0 {
-            rate("naive") / rate(mode)
-        } else {
-            f64::INFINITY
-        }
+    let rate = |mode: &str| runs.get(mode)?["requests_per_second"].as_f64();
+    let ratio_to = |mode: &str| match (rate("naive"), rate(mode)) {
+        (Some(naive), Some(rate)) if rate > 0.0 => Some(naive / rate),
+        (Some(_), Some(_)) => Some(f64::INFINITY),
+        _ => None,
     };
     let (ratio, combined_ratio) = (ratio_to("wasup"), ratio_to("combined"));
     Ok(json!({
