@@ -35,7 +35,12 @@ struct Args {
     scale_sizes: Vec<usize>,
     /// Only these modes of the seeds' scenario (wasup, combined, naive), e.g. `wasup` while
     /// tuning the split contract; a ratio to naive is reported only when naive runs too.
-    #[arg(long, value_delimiter = ',', default_values_t = ["wasup".to_string(), "combined".into(), "naive".into()])]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = ["wasup", "combined", "naive"],
+        default_values_t = ["wasup".to_string(), "combined".into(), "naive".into()]
+    )]
     seeds_modes: Vec<String>,
 }
 
@@ -144,6 +149,9 @@ fn print_table(report: &Value) {
     if !seeds.is_null() {
         for mode in ["wasup", "combined", "naive"] {
             let run = &seeds["runs"][mode];
+            if run.is_null() {
+                continue; // not in --seeds-modes
+            }
             row(
                 &format!(
                     "1. {} sessions, {mode}: requests/s to Laravel",
@@ -184,6 +192,9 @@ fn print_table(report: &Value) {
         );
         for mode in ["wasup", "combined"] {
             let run = &seeds["runs"][mode];
+            if run.is_null() {
+                continue;
+            }
             let age = |key: &str| {
                 run["qr_age_at_arrival"][key]
                     .as_u64()
