@@ -180,9 +180,11 @@ impl LaneQueue {
         }
     }
 
-    /// Whether an urgent item waits (a request carrying it may use the budget's urgent reserve).
-    pub fn has_urgent(&self) -> bool {
-        self.waiting.has_urgent()
+    /// When the first urgent item must leave (its deadline less the expected request latency
+    /// `lead`), if one waits: around then a request carrying it may use the budget's reserve.
+    pub fn urgent_send_at(&self, lead: Duration) -> Option<Instant> {
+        let deadline = self.waiting.earliest_urgent_deadline()?;
+        Some(deadline.checked_sub(lead).unwrap_or(deadline))
     }
 
     /// Adds an item with its `timing`; a waiting item of the same session is replaced (its
@@ -814,13 +816,17 @@ mod tests {
             true,
             100,
         );
-        assert!(lane.has_urgent());
+        let lead = Duration::from_millis(100);
+        assert_eq!(
+            lane.urgent_send_at(lead),
+            Some(now + Duration::from_secs(1) - lead)
+        );
         let batch = lane.take_batch(cap(2), now, 0).items;
         assert!(
             batch.iter().any(|item| item.session_id == "urgent"),
             "{batch:?}"
         );
-        assert!(!lane.has_urgent());
+        assert_eq!(lane.urgent_send_at(lead), None);
         assert!(holds_invariant(&lane));
     }
 

@@ -9,7 +9,8 @@
 //! when draining for shutdown, and takes everything it holds up to that cap, so a request
 //! carries as much as it can. With the combined contract, every other lane that holds items
 //! joins that request. Requests start within the adaptive [`RequestBudget`] (a request carrying
-//! an urgent status may use its reserve); while it is tight, items wait and batches fill up (up
+//! an urgent status about to be late may use its reserve); while it is tight, items wait and
+//! batches fill up (up
 //! to `max_items_backlog` while a backlog drains). One batch per lane is at the sink at a time. QRs
 //! that would reach Laravel after they expire are dropped. A status other than `pending`
 //! withdraws the session's waiting QR: once connected or closed, it is stale.
@@ -34,6 +35,7 @@ use actix::prelude::*;
 use slog::{Logger, error, info, warn};
 use tokio::sync::oneshot;
 
+use budget::URGENT_RESERVE_MARGIN;
 pub use budget::{BudgetLimits, BudgetStats, Carrying, RequestBudget, RequestSample};
 pub use config::BatchConfig;
 pub use dead_letters::{DeadLetter, DeadLetterLimits, DeadLetterView, DeadLetters};
@@ -212,12 +214,26 @@ impl BatchActor {
         self.lanes.iter().map(LaneQueue::waiting_len).sum()
     }
 
-    /// What a request starting with `lane` carries (a combined request takes the status lane
-    /// along whenever it may join).
-    fn carrying(&self, lane: Lane, now: Instant) -> Carrying {
+    /// From when a request starting with `lane` may use the budget's urgent reserve: shortly
+    /// before the first urgent status it would carry must leave (a combined request takes the
+    /// status lane along whenever it may join). `None` when it would carry no urgent status.
+    fn urgent_reserve_from(&self, lane: Lane, now: Instant, lead: Duration) -> Option<Instant> {
         let status = &self.lanes[Lane::Status.index()];
         let takes_status = lane == Lane::Status || (self.combined && status.can_join(now));
-        if takes_status && status.has_urgent() {
+        let send_at = status.urgent_send_at(lead).filter(|_| takes_status)?;
+        Some(
+            send_at
+                .checked_sub(URGENT_RESERVE_MARGIN)
+                .unwrap_or(send_at),
+        )
+    }
+
+    /// What a request starting with `lane` now carries, as far as the budget cares.
+    fn carrying(&self, lane: Lane, now: Instant, lead: Duration) -> Carrying {
+        if self
+            .urgent_reserve_from(lane, now, lead)
+            .is_some_and(|from| from <= now)
+        {
             Carrying::Urgent
         } else {
             Carrying::Ordinary
@@ -225,8 +241,8 @@ impl BatchActor {
     }
 
     /// The lane the next request starts with: the first ready one if the budget has an ordinary
-    /// place, else one holding an urgent status if the reserve allows it.
-    fn first_allowed(&mut self, ready: &[Lane], now: Instant) -> Option<Lane> {
+    /// place, else one holding an urgent status about to be late if the reserve allows it.
+    fn first_allowed(&mut self, ready: &[Lane], now: Instant, lead: Duration) -> Option<Lane> {
         let &first = ready.first()?;
         if self.budget.may_start(now, Carrying::Ordinary) {
             return Some(first);
@@ -234,7 +250,7 @@ impl BatchActor {
         let urgent = ready
             .iter()
             .copied()
-            .find(|lane| self.carrying(*lane, now) == Carrying::Urgent)?;
+            .find(|lane| self.carrying(*lane, now, lead) == Carrying::Urgent)?;
         self.budget
             .may_start(now, Carrying::Urgent)
             .then_some(urgent)
@@ -247,7 +263,7 @@ impl BatchActor {
         let mut forgot = false;
         loop {
             let ready = self.ready_lanes(now, lead);
-            let Some(first) = self.first_allowed(&ready, now) else {
+            let Some(first) = self.first_allowed(&ready, now, lead) else {
                 break;
             };
             let lanes: Vec<Lane> = if self.combined {
@@ -391,8 +407,9 @@ impl BatchActor {
     fn schedule_wake(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let lead = self.budget.expected_latency();
-        // Each lane's next wake-up, no earlier than the budget lets a request carrying what it
-        // holds start; with every place it may take in use, the next answer pumps again.
+        // Each lane's next wake-up, no earlier than the budget lets an ordinary request start or,
+        // for one carrying an urgent status, than its reserve opens; with every place it may
+        // take in use, the next answer pumps again.
         let mut next: Option<Instant> = None;
         for lane in Lane::ALL {
             let queue = &self.lanes[lane.index()];
@@ -400,11 +417,17 @@ impl BatchActor {
             let Some(lane_wake) = lane_wake.filter(|_| self.lane_open(lane)) else {
                 continue;
             };
-            let carrying = self.carrying(lane, now);
-            if let Some(start) = self.budget.next_start(now, carrying) {
-                let at = lane_wake.max(start);
-                next = Some(next.map_or(at, |earlier| earlier.min(at)));
-            }
+            let reserve_from = self.urgent_reserve_from(lane, now, lead);
+            let ordinary = self.budget.next_start(now, Carrying::Ordinary);
+            let reserve = reserve_from.and_then(|from| {
+                let start = self.budget.next_start(now, Carrying::Urgent)?;
+                Some(start.max(from))
+            });
+            let Some(start) = ordinary.into_iter().chain(reserve).min() else {
+                continue;
+            };
+            let at = lane_wake.max(start);
+            next = Some(next.map_or(at, |earlier| earlier.min(at)));
         }
         let Some(next) = next else { return };
         if let Some((at, handle)) = self.wake {

@@ -61,8 +61,6 @@ pub(super) struct WaitingSet {
     by_send_by: BTreeSet<(Instant, u64)>,
     /// The next arrival slot.
     next_slot: u64,
-    /// Waiting items marked urgent.
-    urgent: usize,
 }
 
 impl WaitingSet {
@@ -74,8 +72,9 @@ impl WaitingSet {
         self.entries.is_empty()
     }
 
-    pub(super) fn has_urgent(&self) -> bool {
-        self.urgent > 0
+    /// The earliest deadline of an urgent item, if one waits.
+    pub(super) fn earliest_urgent_deadline(&self) -> Option<Instant> {
+        self.by_pick[0].first_key_value().map(|(key, _)| key.0)
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&Waiting> {
@@ -193,7 +192,6 @@ impl WaitingSet {
         self.by_arrival.insert(entry.slot, key.to_string());
         self.by_send_by
             .insert((entry.waiting.timing.send_by, entry.slot));
-        self.urgent += usize::from(entry.waiting.urgent);
     }
 
     fn unindex(&mut self, entry: &Entry) {
@@ -201,7 +199,6 @@ impl WaitingSet {
         self.by_arrival.remove(&entry.slot);
         self.by_send_by
             .remove(&(entry.waiting.timing.send_by, entry.slot));
-        self.urgent -= usize::from(entry.waiting.urgent);
     }
 }
 
@@ -292,7 +289,8 @@ mod tests {
                 }
             }
             assert_eq!(set.len(), model.len());
-            assert_eq!(set.has_urgent(), model.iter().any(|row| row.3));
+            let urgent_deadline = model.iter().filter(|row| row.3).map(|row| row.1).min();
+            assert_eq!(set.earliest_urgent_deadline(), urgent_deadline);
             let lead = Duration::from_millis(300);
             let expected = model
                 .iter()
