@@ -8,7 +8,8 @@
 //! `batch.priority_delay`, so a request that carries one may use a small reserve: one place beyond
 //! the concurrency limit and one start token borrowed ahead. The borrowed token is paid back
 //! before the next ordinary request starts, so over time the start rate stays within the budget.
-//! The reserve opens only [`URGENT_RESERVE_MARGIN`] before the urgent status must leave: until
+//! The reserve opens only shortly before the urgent status must leave (a quarter of
+//! `batch.priority_delay`, [`URGENT_RESERVE_MARGIN_DIVISOR`]): until
 //! then it waits for an ordinary place like any request. Opened at once, it let the status lane
 //! (a request every linger, ~4 of 5 a second at 3,000 sessions) starve the QR lane.
 //!
@@ -34,17 +35,17 @@ const MIN_DECREASE_HOLD: Duration = Duration::from_millis(100);
 const URGENT_EXTRA_IN_FLIGHT: usize = 1;
 /// Start tokens a request carrying an urgent item may borrow ahead of the refill.
 const URGENT_BORROWED_TOKENS: f64 = 1.0;
-/// How long before an urgent item must leave (its deadline less the expected latency) a request
-/// carrying it may use the reserve: room for the pump's own delays, so it still leaves in time.
-pub(super) const URGENT_RESERVE_MARGIN: Duration = Duration::from_millis(50);
+/// The share of `batch.priority_delay` by which the urgent reserve opens before an urgent item
+/// must leave (its deadline less the expected latency): room for Laravel's latency running above
+/// its average and for the pump's own delays (500 ms: the reserve opens 125 ms early).
+pub(super) const URGENT_RESERVE_MARGIN_DIVISOR: u32 = 4;
 
 /// What a request carries, as far as the budget cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Carrying {
     /// Only items that can wait for a place.
     Ordinary,
-    /// At least one urgent status that must leave within [`URGENT_RESERVE_MARGIN`]: it may use
-    /// the reserve.
+    /// At least one urgent status about to be late: it may use the reserve.
     Urgent,
 }
 
@@ -241,6 +242,11 @@ impl RequestBudget {
     /// Requests allowed at once now.
     pub fn concurrency_limit(&self) -> usize {
         (self.concurrency.floor() as usize).max(1)
+    }
+
+    /// The time between two starts the budget allows now (its rate, or the gap floor if longer).
+    pub fn start_interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate).max(self.limits.min_gap)
     }
 
     /// How long a request is expected to take: an item due at Laravel by a deadline leaves this

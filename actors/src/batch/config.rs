@@ -13,8 +13,9 @@ pub struct BatchConfig {
     /// Most items of one lane in one combined request (`laravel.contract = "combined"`): one
     /// request carries every lane, so a busy lane filling up does not add requests of its own.
     pub max_items_combined: usize,
-    /// Most items of one lane in one request while a backlog drains (more than `max_items`
-    /// items past their deadline, e.g. after an outage, or a shutdown drain); a 413 halves it.
+    /// Most items of one lane in one request while batches of `max_items` at the budget's pace
+    /// would leave some item late (a backlog after an outage, a wave of QRs from sessions that
+    /// started together, a shutdown drain); a 413 halves it.
     pub max_items_backlog: usize,
     /// A QR reaches Laravel at most this long after it appeared (it lives 20 s; at scale a batch
     /// fills long before). (`interval`, its old name, is read as this with a warning.)
@@ -24,7 +25,8 @@ pub struct BatchConfig {
     #[serde(with = "humantime_serde")]
     pub status_interval: Duration,
     /// Urgent statuses (open, close, logout) reach Laravel within this delay, the request's own
-    /// latency included: they wait at most half of it for company.
+    /// latency included: they wait for company until only the expected latency and a quarter of
+    /// it are left.
     #[serde(with = "humantime_serde")]
     pub priority_delay: Duration,
     /// An incoming WhatsApp message reaches Laravel within this delay.

@@ -46,8 +46,13 @@ impl Timing {
 pub struct BatchCap {
     /// The usual cap (`batch.max_items`).
     pub max_items: usize,
-    /// The cap while a backlog drains: more than `max_items` items are past their deadline.
+    /// The cap while a backlog drains: at `max_items` per request, one every `request_every`,
+    /// some items would leave after their deadline.
     pub backlog_items: usize,
+    /// How often this lane may expect to start a request under the current budget.
+    pub request_every: Duration,
+    /// The expected request latency: items leave that long before their deadline.
+    pub lead: Duration,
 }
 
 /// A batch taken from a lane.
@@ -284,6 +289,24 @@ impl LaneQueue {
         Some(self.blocked_until.map_or(due, |until| until.max(due)))
     }
 
+    /// Whether the lane must send (when ready) rather than may: it is draining, holds
+    /// `max_items`, or its first deadline less `lead` came. A lane only past an item's linger
+    /// time (`send_by`) may wait for one that must send.
+    pub fn must_send(
+        &self,
+        now: Instant,
+        lead: Duration,
+        max_items: usize,
+        draining: bool,
+    ) -> bool {
+        draining
+            || self.waiting.len() >= max_items
+            || self
+                .waiting
+                .earliest_deadline()
+                .is_some_and(|deadline| deadline.checked_sub(lead).unwrap_or(deadline) <= now)
+    }
+
     /// Whether the lane could send now if asked (something waits, nothing is out, not blocked):
     /// it may join a request another lane's deadline starts.
     pub fn can_join(&self, now: Instant) -> bool {
@@ -298,10 +321,17 @@ impl LaneQueue {
     }
 
     /// Takes the next batch: the items due soonest, urgent ones first, up to `cap.max_items`
-    /// (`cap.backlog_items` while more than `max_items` are past their deadline). QRs that would
+    /// (`cap.backlog_items` while batches of `max_items` would leave some late). QRs that would
     /// reach Laravel after `arrival_ms` (ms since the epoch) have expired: they are dropped.
     pub fn take_batch(&mut self, cap: BatchCap, now: Instant, arrival_ms: u64) -> TakenBatch {
-        let max_items = if self.waiting.overdue_more_than(now, cap.max_items) {
+        let backlog = self.waiting.late_at_pace(
+            now,
+            cap.lead,
+            cap.max_items,
+            cap.request_every,
+            cap.backlog_items,
+        );
+        let max_items = if backlog {
             cap.backlog_items.max(cap.max_items)
         } else {
             cap.max_items
@@ -489,6 +519,8 @@ mod tests {
         BatchCap {
             max_items,
             backlog_items: max_items,
+            request_every: Duration::ZERO,
+            lead: Duration::ZERO,
         }
     }
 
@@ -615,6 +647,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lane_past_only_a_linger_time_may_send_and_one_at_a_deadline_or_full_must() {
+        let now = Instant::now();
+        let lead = Duration::from_millis(100);
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let mut lane = LaneQueue::new(Lane::Status);
+        let urgent = Timing {
+            send_by: at(275),
+            deadline: at(500),
+        };
+        lane.push(status("a", EstadoQr::Active), 1, urgent, true, 10);
+        assert!(lane.is_ready(at(300), lead, 10, false));
+        assert!(!lane.must_send(at(300), lead, 10, false), "only lingering");
+        assert!(lane.must_send(at(400), lead, 10, false), "at its deadline");
+        assert!(lane.must_send(at(300), lead, 1, false), "full");
+        assert!(lane.must_send(at(0), lead, 10, true), "draining");
+        assert_eq!(lane.urgent_send_at(lead), Some(at(400)));
+    }
+
+    #[test]
     fn a_backlog_past_its_deadlines_drains_in_larger_batches() {
         let now = Instant::now();
         let mut lane = LaneQueue::new(Lane::Status);
@@ -627,18 +678,52 @@ mod tests {
                 100,
             );
         }
-        let cap = BatchCap {
+        let mut cap = BatchCap {
             max_items: 10,
             backlog_items: 25,
+            request_every: Duration::ZERO,
+            lead: Duration::ZERO,
         };
-        assert_eq!(lane.take_batch(cap, now, 0).items.len(), 25);
-        lane.settle(
-            DeliveryOutcome::default(),
-            now,
-            Duration::from_secs(1),
-            Duration::from_secs(8),
+        let settle = |lane: &mut LaneQueue| {
+            let outcome = DeliveryOutcome::default();
+            lane.settle(outcome, now, Duration::from_secs(1), Duration::from_secs(8));
+        };
+        assert_eq!(
+            lane.take_batch(cap, now, 0).items.len(),
+            10,
+            "leaving at the deadline is in time"
         );
-        assert_eq!(lane.take_batch(cap, now, 0).items.len(), 5);
+        settle(&mut lane);
+        cap.lead = Duration::from_millis(1);
+        assert_eq!(lane.take_batch(cap, now, 0).items.len(), 20, "all late");
+    }
+
+    #[test]
+    fn batches_grow_when_the_usual_size_cannot_meet_the_deadlines_at_the_budgets_pace() {
+        let now = Instant::now();
+        let wave = |lane: &mut LaneQueue| {
+            for index in 0..100u64 {
+                let deadline = now + Duration::from_secs(1);
+                let item = qr(&format!("s{index}"), u64::MAX);
+                lane.push(item, index, Timing::deadline(deadline), false, 1_000);
+            }
+        };
+        let cap = |request_every_ms: u64| BatchCap {
+            max_items: 10,
+            backlog_items: 60,
+            request_every: Duration::from_millis(request_every_ms),
+            lead: Duration::from_millis(100),
+        };
+        // One request every 50 ms carries ten items each: the tenth request leaves at 450 ms,
+        // in time for the 900 ms the items may wait.
+        let mut lane = LaneQueue::new(Lane::Qr);
+        wave(&mut lane);
+        assert_eq!(lane.take_batch(cap(50), now, 0).items.len(), 10);
+        // One every 200 ms: the sixth would leave at 1 s, late; the batch grows now (the check
+        // looks as far ahead as a grown batch could take).
+        let mut lane = LaneQueue::new(Lane::Qr);
+        wave(&mut lane);
+        assert_eq!(lane.take_batch(cap(200), now, 0).items.len(), 60);
     }
 
     fn holds_invariant(lane: &LaneQueue) -> bool {

@@ -2,9 +2,9 @@
 //!
 //! Three lanes (qr, status, message), each a [`LaneQueue`]; messages are never coalesced (each
 //! is its own item, delivered at least once, in arrival order). Every item has a deadline at
-//! Laravel: a QR `qr_deadline` after it appeared, an urgent status `priority_delay` (lingering at
-//! most half of it for company), a normal status `status_interval`, a message `message_deadline`.
-//! A lane flushes when its earliest item must leave (its deadline less the expected request
+//! Laravel: a QR `qr_deadline` after it appeared, an urgent status `priority_delay` (lingering
+//! for company until only the expected latency and a quarter of it are left), a normal status
+//! `status_interval`, a message `message_deadline`. A lane flushes when its earliest item must leave (its deadline less the expected request
 //! latency), when it holds `max_items` (`max_items_combined` under the combined contract), or
 //! when draining for shutdown, and takes everything it holds up to that cap, so a request
 //! carries as much as it can. With the combined contract, every other lane that holds items
@@ -35,7 +35,7 @@ use actix::prelude::*;
 use slog::{Logger, error, info, warn};
 use tokio::sync::oneshot;
 
-use budget::URGENT_RESERVE_MARGIN;
+use budget::URGENT_RESERVE_MARGIN_DIVISOR;
 pub use budget::{BudgetLimits, BudgetStats, Carrying, RequestBudget, RequestSample};
 pub use config::BatchConfig;
 pub use dead_letters::{DeadLetter, DeadLetterLimits, DeadLetterView, DeadLetters};
@@ -193,20 +193,29 @@ impl BatchActor {
         lane != Lane::Message || self.outbox.as_ref().is_none_or(|outbox| outbox.recovered)
     }
 
-    /// The ready lanes, the one whose first item must leave soonest first.
+    /// The ready lanes in the order they get the budget: first those that must send (full,
+    /// draining or at a deadline), then those only past an item's linger time, each group the
+    /// one whose first item must leave soonest first. A lingering lane (an urgent status waiting
+    /// for company) never takes the place of one that must send; when its status is about to be
+    /// late, the urgent reserve takes it anyway.
     fn ready_lanes(&self, now: Instant, lead: Duration) -> Vec<Lane> {
-        let mut ready: Vec<(Instant, Lane)> = Lane::ALL
+        let cap = self.lane_cap();
+        let mut ready: Vec<(bool, Instant, Lane)> = Lane::ALL
             .into_iter()
             .filter(|lane| self.lane_open(*lane))
             .filter_map(|lane| {
                 let queue = &self.lanes[lane.index()];
-                queue
-                    .is_ready(now, lead, self.lane_cap(), self.draining)
-                    .then(|| (queue.earliest_send_at(lead).unwrap_or(now), lane))
+                let only_lingering = !queue.must_send(now, lead, cap, self.draining);
+                queue.is_ready(now, lead, cap, self.draining).then(|| {
+                    let send_at = queue.earliest_send_at(lead).unwrap_or(now);
+                    (only_lingering, send_at, lane)
+                })
             })
             .collect();
-        ready.sort_unstable_by_key(|(send_at, lane)| (*send_at, lane.index()));
-        ready.into_iter().map(|(_, lane)| lane).collect()
+        ready.sort_unstable_by_key(|(only_lingering, send_at, lane)| {
+            (*only_lingering, *send_at, lane.index())
+        });
+        ready.into_iter().map(|(.., lane)| lane).collect()
     }
 
     /// Items waiting in every lane (not those out at Laravel).
@@ -221,11 +230,14 @@ impl BatchActor {
         let status = &self.lanes[Lane::Status.index()];
         let takes_status = lane == Lane::Status || (self.combined && status.can_join(now));
         let send_at = status.urgent_send_at(lead).filter(|_| takes_status)?;
-        Some(
-            send_at
-                .checked_sub(URGENT_RESERVE_MARGIN)
-                .unwrap_or(send_at),
-        )
+        let margin = self.urgent_margin();
+        Some(send_at.checked_sub(margin).unwrap_or(send_at))
+    }
+
+    /// What an urgent status keeps of `priority_delay` for Laravel's latency running above its
+    /// average and for the pump's own delays.
+    fn urgent_margin(&self) -> Duration {
+        self.config.priority_delay / URGENT_RESERVE_MARGIN_DIVISOR
     }
 
     /// What a request starting with `lane` now carries, as far as the budget cares.
@@ -319,6 +331,12 @@ impl BatchActor {
         lead: Duration,
         forgot: &mut bool,
     ) -> (Vec<OutboundItem>, Vec<Lane>) {
+        // Under the split contract, the lanes that hold items share the budget's starts.
+        let sharing = if self.combined {
+            1
+        } else {
+            self.lanes.iter().filter(|lane| !lane.is_idle()).count()
+        };
         let cap = BatchCap {
             max_items: if self.draining {
                 self.backlog_items
@@ -326,6 +344,11 @@ impl BatchActor {
                 self.lane_cap()
             },
             backlog_items: self.backlog_items,
+            request_every: self
+                .budget
+                .start_interval()
+                .saturating_mul(u32::try_from(sharing.max(1)).unwrap_or(u32::MAX)),
+            lead,
         };
         let lead_ms = u64::try_from(lead.as_millis()).unwrap_or(u64::MAX);
         let arrival_ms = unix_millis().saturating_add(lead_ms);
@@ -526,11 +549,20 @@ impl Handler<StatusChanged> for BatchActor {
         }
         let now = Instant::now();
         let timing = match event.urgency {
-            // Up to half the allowed delay for company: bursts of urgent statuses share a request.
-            Urgency::Urgent => Timing {
-                send_by: now + self.config.priority_delay / 2,
-                deadline: now + self.config.priority_delay,
-            },
+            // It waits for company as long as its deadline allows, less the expected latency
+            // and the margin: bursts of urgent statuses share a request, and the status lane
+            // takes fewer of the budget's starts.
+            Urgency::Urgent => {
+                let linger = self
+                    .config
+                    .priority_delay
+                    .saturating_sub(self.budget.expected_latency())
+                    .saturating_sub(self.urgent_margin());
+                Timing {
+                    send_by: now + linger,
+                    deadline: now + self.config.priority_delay,
+                }
+            }
             Urgency::Normal => Timing::deadline(now + self.deadline_of(Lane::Status)),
         };
         self.accept(event.item, timing, event.urgency == Urgency::Urgent, ctx);

@@ -129,27 +129,39 @@ impl WaitingSet {
     }
 
     /// The earliest deadline: the first of the urgent items' and of the others'.
-    fn earliest_deadline(&self) -> Option<Instant> {
+    pub(super) fn earliest_deadline(&self) -> Option<Instant> {
         self.by_pick
             .iter()
             .filter_map(|group| group.first_key_value().map(|(key, _)| key.0))
             .min()
     }
 
-    /// Whether more than `count` items are past their deadline at `now`.
-    pub(super) fn overdue_more_than(&self, now: Instant, count: usize) -> bool {
-        let overdue: usize = self
-            .by_pick
+    /// Whether, sending `per_request` items per request and one request every `request_every`
+    /// from `now`, one of the first `horizon` items in pick order would leave after its deadline
+    /// less `lead`: the usual batch size cannot keep up (a backlog after an outage, or a wave of
+    /// QRs from sessions that started together), so batches should grow.
+    pub(super) fn late_at_pace(
+        &self,
+        now: Instant,
+        lead: Duration,
+        per_request: usize,
+        request_every: Duration,
+        horizon: usize,
+    ) -> bool {
+        let per_request = per_request.max(1);
+        // The first request leaves now: only the items of the later ones can be late for want
+        // of a larger batch.
+        self.by_pick
             .iter()
-            .map(|group| {
-                group
-                    .keys()
-                    .take_while(|key| key.0 <= now)
-                    .take(count + 1)
-                    .count()
+            .flat_map(BTreeMap::keys)
+            .take(horizon)
+            .enumerate()
+            .skip(per_request)
+            .any(|(index, key)| {
+                let later = u32::try_from(index / per_request).unwrap_or(u32::MAX);
+                let leaves = now + request_every.saturating_mul(later);
+                leaves > key.0.checked_sub(lead).unwrap_or(key.0)
             })
-            .sum();
-        overdue > count
     }
 
     /// Takes up to `max_items` items in pick order; items `keep` refuses are removed and handed to
@@ -298,8 +310,17 @@ mod tests {
                 .min();
             assert_eq!(set.earliest_send_at(lead), expected);
             let now = start + Duration::from_millis(2_500);
-            let overdue = model.iter().filter(|row| row.1 <= now).count();
-            assert_eq!(set.overdue_more_than(now, 10), overdue > 10);
+            let every = Duration::from_millis(200);
+            model.sort_by_key(|row| (!row.3, row.1, row.2, row.4));
+            let late = model
+                .iter()
+                .enumerate()
+                .skip(10)
+                .take(90)
+                .any(|(index, row)| {
+                    now + every * u32::try_from(index / 10).expect("small") > row.1 - lead
+                });
+            assert_eq!(set.late_at_pace(now, lead, 10, every, 100), late);
         }
     }
 }
