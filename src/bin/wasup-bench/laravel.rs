@@ -30,6 +30,9 @@ pub struct Counts {
     pub arrivals_ms: Vec<u64>,
     /// Age of each QR when it arrived (arrival minus the QR's `timestamp`), in ms.
     pub qr_age_ms: Vec<u64>,
+    /// When each QR that arrived was made (its `timestamp`, ms since the epoch): how bursty
+    /// the QR load is (sessions started together rotate together).
+    pub qr_made_ms: Vec<u64>,
     /// QRs that arrived at or after their `expires_at` (a dead QR shown to a user).
     pub expired_qrs: u64,
 }
@@ -158,6 +161,7 @@ async fn receive(state: web::Data<State>, request: HttpRequest, body: web::Bytes
                     latest_qrs.insert(session.to_string(), fnv1a(qr));
                     if let Some(timestamp) = item["timestamp"].as_u64() {
                         counts.qr_age_ms.push(arrival.saturating_sub(timestamp));
+                        counts.qr_made_ms.push(timestamp);
                     }
                     if item["expires_at"]
                         .as_u64()

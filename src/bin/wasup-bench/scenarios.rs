@@ -1,7 +1,10 @@
 //! The benchmark's five scenarios. Each starts what it needs (Redis, the counting Laravel,
 //! wasup as a release binary), drives load, measures, and answers its figures as JSON.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
@@ -104,6 +107,19 @@ fn percentiles(mut samples: Vec<u64>) -> Value {
     json!({"count": samples.len(), "p50_ms": at(0.5), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": samples[samples.len() - 1]})
 }
 
+/// QRs made per second over the window: the mean, and the busiest second (sessions started
+/// together rotate together, so QRs come in waves).
+fn qr_waves(made_ms: &[u64], seconds: f64) -> Value {
+    let mut per_second: HashMap<u64, u64> = HashMap::new();
+    for made in made_ms {
+        *per_second.entry(made / 1000).or_default() += 1;
+    }
+    json!({
+        "mean": made_ms.len() as f64 / seconds,
+        "busiest_second": per_second.values().max().copied().unwrap_or(0),
+    })
+}
+
 /// wasup with the combined contract: every lane in one request.
 const COMBINED: &[(&str, &str)] = &[("WASUP__LARAVEL__CONTRACT", "combined")];
 
@@ -146,6 +162,11 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
         let cpu = wasup.cpu_seconds() - cpu_before;
         // The write-behind window: how long accepted items waited to be in Redis.
         let write_delay = api.get("/health").await?["outbox"]["write_delay_ms"].clone();
+        // How the request budget stood (limits, decreases, urgent reserve starts).
+        let budget = match mode {
+            "naive" => Value::Null,
+            _ => api.get("/metrics/batch").await?["budget"].clone(),
+        };
         runs.insert(
             mode.into(),
             json!({
@@ -160,9 +181,11 @@ pub async fn seeds(plan: &Plan) -> anyhow::Result<Value> {
                 "latency_urgent": percentiles(counts.urgent_latency_ms),
                 "latency_normal": percentiles(counts.normal_latency_ms),
                 "qr_coverage": qr_coverage,
+                "qr_made_per_second": qr_waves(&counts.qr_made_ms, seconds),
                 "qr_age_at_arrival": percentiles(counts.qr_age_ms),
                 "expired_qrs_delivered": counts.expired_qrs,
                 "outbox_write_delay_ms": write_delay,
+                "budget": budget,
             }),
         );
         wasup.terminate().await?;
