@@ -5,6 +5,7 @@
 //! so Redis being down costs memory bounded by the number of fields, never by outage length.
 
 use std::{
+    collections::BTreeMap,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -87,6 +88,9 @@ type FieldKey = (String, String);
 #[derive(Debug, Default)]
 pub struct HashJournal {
     ops: IndexMap<FieldKey, (JournalOp, Instant)>,
+    /// The first-queued times of `ops`, counted: the oldest one says which changes are still
+    /// unwritten (a waiter for "everything queued before T" need not wait for newer ones).
+    queued_at: BTreeMap<Instant, usize>,
 }
 
 impl HashJournal {
@@ -96,8 +100,24 @@ impl HashJournal {
             indexmap::map::Entry::Occupied(mut waiting) => waiting.get_mut().0 = op,
             indexmap::map::Entry::Vacant(free) => {
                 free.insert((op, since));
+                *self.queued_at.entry(since).or_default() += 1;
             }
         }
+    }
+
+    /// Forgets one change first queued at `since` (it left the journal).
+    fn unqueued(&mut self, since: Instant) {
+        if let Some(count) = self.queued_at.get_mut(&since) {
+            *count -= 1;
+            if *count == 0 {
+                self.queued_at.remove(&since);
+            }
+        }
+    }
+
+    /// When the longest-waiting change still queued was first queued.
+    pub fn oldest_queued(&self) -> Option<Instant> {
+        self.queued_at.keys().next().copied()
     }
 
     /// Queues a store of `value` (replacing whatever was queued for the field).
@@ -133,11 +153,13 @@ impl HashJournal {
     /// is dropped): for a removal that must reach Redis after writes queued before it.
     pub fn remove_behind(&mut self, key: &str, field: &str) {
         let field_key = (key.to_string(), field.to_string());
-        self.ops.shift_remove(&field_key);
-        self.ops.insert(
-            field_key,
-            (JournalOp::Remove { up_to_seq: None }, Instant::now()),
-        );
+        if let Some((_, since)) = self.ops.shift_remove(&field_key) {
+            self.unqueued(since);
+        }
+        let now = Instant::now();
+        self.ops
+            .insert(field_key, (JournalOp::Remove { up_to_seq: None }, now));
+        *self.queued_at.entry(now).or_default() += 1;
     }
 
     /// Queues `SET key value PX ttl` (a cache entry; the field part of its journal key is empty).
@@ -183,14 +205,18 @@ impl HashJournal {
         self.take_timed(max).0
     }
 
-    /// [`take`](Self::take), with when the first (longest-waiting) of them was queued.
+    /// [`take`](Self::take), with when the longest-waiting of them was first queued.
     pub fn take_timed(&mut self, max: usize) -> (Vec<(FieldKey, JournalOp)>, Option<Instant>) {
         let count = max.min(self.ops.len());
-        let oldest = self.ops.first().map(|(_, (_, since))| *since);
-        let ops = self
-            .ops
-            .drain(..count)
-            .map(|(field_key, (op, _))| (field_key, op))
+        let taken: Vec<_> = self.ops.drain(..count).collect();
+        let mut oldest: Option<Instant> = None;
+        let ops = taken
+            .into_iter()
+            .map(|(field_key, (op, since))| {
+                self.unqueued(since);
+                oldest = Some(oldest.map_or(since, |earlier| earlier.min(since)));
+                (field_key, op)
+            })
             .collect();
         (ops, oldest)
     }
@@ -209,6 +235,11 @@ impl HashJournal {
         );
         for (field_key, (op, queued)) in newer {
             self.apply(field_key, op, queued);
+        }
+        // `apply` moves first-queued times about: count them afresh (a failed write is rare).
+        self.queued_at.clear();
+        for (_, since) in self.ops.values() {
+            *self.queued_at.entry(*since).or_default() += 1;
         }
     }
 
@@ -284,6 +315,8 @@ pub struct PersistQueue {
     journal: HashJournal,
     /// Changes in the write under way.
     in_flight: usize,
+    /// When the longest-waiting change of the write under way was first queued.
+    in_flight_since: Option<Instant>,
     /// Consecutive failed writes (drives the retry delay).
     failures: u32,
     /// Retry backoff.
@@ -305,6 +338,7 @@ impl PersistQueue {
             pool,
             journal: HashJournal::default(),
             in_flight: 0,
+            in_flight_since: None,
             failures: 0,
             retry_base,
             retry_max,
@@ -322,6 +356,16 @@ impl PersistQueue {
     /// Changes not yet known to be in Redis.
     pub fn unwritten(&self) -> usize {
         self.journal.len() + self.in_flight
+    }
+
+    /// Whether every change queued up to `asked` is in Redis (newer ones may still wait: under
+    /// steady traffic the journal is seldom empty, and a waiter must not wait for it to be).
+    pub fn written_through(&self, asked: Instant) -> bool {
+        let unwritten_since = [self.journal.oldest_queued(), self.in_flight_since];
+        unwritten_since
+            .into_iter()
+            .flatten()
+            .all(|since| since > asked)
     }
 
     /// A cache value queued and not yet written (read-your-writes).
@@ -342,6 +386,7 @@ impl PersistQueue {
         let (ops, oldest) = self.journal.take_timed(MAX_OPS_PER_WRITE);
         let oldest = oldest.unwrap_or_else(Instant::now);
         self.in_flight = ops.len();
+        self.in_flight_since = Some(oldest);
         let mut pipeline = redis::pipe();
         for ((key, field), op) in &ops {
             match op {
@@ -390,6 +435,7 @@ impl PersistQueue {
     /// to wait before the next attempt.
     pub fn finish_write(&mut self, outcome: WriteOutcome) -> Option<(Duration, StoreError)> {
         self.in_flight = 0;
+        self.in_flight_since = None;
         match outcome.result {
             Ok(()) => {
                 self.failures = 0;
@@ -494,6 +540,43 @@ mod tests {
         assert_eq!(first[MAX_OPS_PER_WRITE - 1].0.1, "999");
         assert_eq!(journal.len(), 1_500);
         assert_eq!(journal.take(MAX_OPS_PER_WRITE)[0].0.1, "1000");
+    }
+
+    #[test]
+    fn the_oldest_unwritten_change_is_known_through_takes_give_backs_and_removals() {
+        let mut journal = HashJournal::default();
+        assert_eq!(journal.oldest_queued(), None);
+        journal.put("k", "a", 1, "one".into());
+        let first = journal.oldest_queued().expect("a waits");
+        let asked = Instant::now();
+        journal.put("k", "b", 1, "one".into());
+        journal.put("k", "a", 2, "two".into());
+        assert_eq!(
+            journal.oldest_queued(),
+            Some(first),
+            "a keeps its first time"
+        );
+
+        let (taken, oldest) = journal.take_timed(1);
+        assert_eq!(oldest, Some(first));
+        let after = journal.oldest_queued().expect("b waits");
+        assert!(after > asked, "only changes queued after the ask wait");
+
+        journal.give_back(taken, first);
+        assert_eq!(
+            journal.oldest_queued(),
+            Some(first),
+            "the failed write waits again"
+        );
+        journal.take(usize::MAX);
+        assert_eq!(journal.oldest_queued(), None);
+
+        journal.put("k", "c", 1, "one".into());
+        let queued = journal.oldest_queued().expect("c waits");
+        journal.remove_behind("k", "c");
+        assert!(journal.oldest_queued().expect("the removal waits") >= queued);
+        assert_eq!(journal.take(usize::MAX).len(), 1);
+        assert_eq!(journal.oldest_queued(), None);
     }
 
     #[test]
