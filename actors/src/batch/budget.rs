@@ -9,9 +9,9 @@
 //! the concurrency limit and one start token borrowed ahead. The borrowed token is paid back
 //! before the next ordinary request starts, so over time the start rate stays within the budget.
 //! The reserve opens only shortly before the urgent status must leave (a quarter of
-//! `batch.priority_delay`, [`URGENT_RESERVE_MARGIN_DIVISOR`]): until
-//! then it waits for an ordinary place like any request. Opened at once, it let the status lane
-//! (a request every linger, ~4 of 5 a second at 3,000 sessions) starve the QR lane.
+//! `batch.priority_delay` before, [`URGENT_RESERVE_MARGIN_DIVISOR`]); until then it waits for an
+//! ordinary place like any request. Opened at once, it let the status lane (a request every
+//! linger, ~4 of 5 a second at 3,000 sessions) starve the QR lane.
 //!
 //! Plain data, no actix: the `BatchActor` asks it before each request and tells it each answer.
 

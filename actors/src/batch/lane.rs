@@ -9,7 +9,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::waiting::{Waiting, WaitingSet};
+use super::waiting::{Waiting, WaitingSet, earlier_by};
 use crate::{
     messages::{Lane, OutboundItem, unix_millis},
     sink::{DeliveryOutcome, Refused, backoff_delay},
@@ -194,7 +194,7 @@ impl LaneQueue {
     /// `lead`), if one waits: around then a request carrying it may use the budget's reserve.
     pub fn urgent_send_at(&self, lead: Duration) -> Option<Instant> {
         let deadline = self.waiting.earliest_urgent_deadline()?;
-        Some(deadline.checked_sub(lead).unwrap_or(deadline))
+        Some(earlier_by(deadline, lead))
     }
 
     /// Adds an item with its `timing`; a waiting item of the same session is replaced (its
@@ -309,7 +309,7 @@ impl LaneQueue {
             || self
                 .waiting
                 .earliest_deadline()
-                .is_some_and(|deadline| deadline.checked_sub(lead).unwrap_or(deadline) <= now)
+                .is_some_and(|deadline| earlier_by(deadline, lead) <= now)
     }
 
     /// Whether the lane could send now if asked (something waits, nothing is out, not blocked):

@@ -4,16 +4,16 @@
 //! is its own item, delivered at least once, in arrival order). Every item has a deadline at
 //! Laravel: a QR `qr_deadline` after it appeared, an urgent status `priority_delay` (lingering
 //! for company until only the expected latency and a quarter of it are left), a normal status
-//! `status_interval`, a message `message_deadline`. A lane flushes when its earliest item must leave (its deadline less the expected request
-//! latency), when it holds `max_items` (`max_items_combined` under the combined contract), or
-//! when draining for shutdown, and takes everything it holds up to that cap, so a request
-//! carries as much as it can. With the combined contract, every other lane that holds items
-//! joins that request. Requests start within the adaptive [`RequestBudget`] (a request carrying
-//! an urgent status about to be late may use its reserve); while it is tight, items wait and
-//! batches fill up (up
-//! to `max_items_backlog` while a backlog drains). One batch per lane is at the sink at a time. QRs
-//! that would reach Laravel after they expire are dropped. A status other than `pending`
-//! withdraws the session's waiting QR: once connected or closed, it is stale.
+//! `status_interval`, a message `message_deadline`. A lane flushes when its earliest item must
+//! leave (its deadline less the expected request latency), when it holds `max_items`
+//! (`max_items_combined` under the combined contract), or when draining for shutdown, and takes
+//! everything it holds up to that cap, so a request carries as much as it can. With the combined
+//! contract, every other lane that holds items joins that request. Requests start within the
+//! adaptive [`RequestBudget`] (a request carrying an urgent status about to be late may use its
+//! reserve); while it is tight, items wait and batches fill up (up to `max_items_backlog` while
+//! batches of the usual size would leave items late). One batch per lane is at the sink at a
+//! time. QRs that would reach Laravel after they expire are dropped. A status other than
+//! `pending` withdraws the session's waiting QR: once connected or closed, it is stale.
 
 mod budget;
 mod config;
@@ -206,8 +206,8 @@ impl BatchActor {
             .filter(|lane| self.lane_open(*lane))
             .filter_map(|lane| {
                 let queue = &self.lanes[lane.index()];
-                let only_lingering = !queue.must_send(now, lead, cap, self.draining);
                 queue.is_ready(now, lead, cap, self.draining).then(|| {
+                    let only_lingering = !queue.must_send(now, lead, cap, self.draining);
                     let send_at = queue.earliest_send_at(lead).unwrap_or(now);
                     (only_lingering, send_at, lane)
                 })
@@ -231,8 +231,7 @@ impl BatchActor {
         let status = &self.lanes[Lane::Status.index()];
         let takes_status = lane == Lane::Status || (self.combined && status.can_join(now));
         let send_at = status.urgent_send_at(lead).filter(|_| takes_status)?;
-        let margin = self.urgent_margin();
-        Some(send_at.checked_sub(margin).unwrap_or(send_at))
+        Some(waiting::earlier_by(send_at, self.urgent_margin()))
     }
 
     /// What an urgent status keeps of `priority_delay` for Laravel's latency running above its

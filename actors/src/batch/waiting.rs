@@ -10,6 +10,12 @@ use std::{
 use super::lane::Timing;
 use crate::messages::OutboundItem;
 
+/// `by` before `instant`, or `instant` itself if that is before the clock's start: when an item
+/// due at Laravel by a deadline must leave, `by` being the expected request latency.
+pub(super) fn earlier_by(instant: Instant, by: Duration) -> Instant {
+    instant.checked_sub(by).unwrap_or(instant)
+}
+
 /// An item waiting in a lane.
 #[derive(Clone, Debug)]
 pub(super) struct Waiting {
@@ -125,7 +131,7 @@ impl WaitingSet {
     pub(super) fn earliest_send_at(&self, lead: Duration) -> Option<Instant> {
         let send_by = self.by_send_by.first().map(|(at, _)| *at)?;
         let deadline = self.earliest_deadline()?;
-        Some(send_by.min(deadline.checked_sub(lead).unwrap_or(deadline)))
+        Some(send_by.min(earlier_by(deadline, lead)))
     }
 
     /// The earliest deadline: the first of the urgent items' and of the others'.
@@ -160,7 +166,7 @@ impl WaitingSet {
             .any(|(index, key)| {
                 let later = u32::try_from(index / per_request).unwrap_or(u32::MAX);
                 let leaves = now + request_every.saturating_mul(later);
-                leaves > key.0.checked_sub(lead).unwrap_or(key.0)
+                leaves > earlier_by(key.0, lead)
             })
     }
 

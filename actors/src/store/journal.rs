@@ -107,12 +107,7 @@ impl HashJournal {
 
     /// Forgets one change first queued at `since` (it left the journal).
     fn unqueued(&mut self, since: Instant) {
-        if let Some(count) = self.queued_at.get_mut(&since) {
-            *count -= 1;
-            if *count == 0 {
-                self.queued_at.remove(&since);
-            }
-        }
+        uncount(&mut self.queued_at, since);
     }
 
     /// When the longest-waiting change still queued was first queued.
@@ -208,12 +203,13 @@ impl HashJournal {
     /// [`take`](Self::take), with when the longest-waiting of them was first queued.
     pub fn take_timed(&mut self, max: usize) -> (Vec<(FieldKey, JournalOp)>, Option<Instant>) {
         let count = max.min(self.ops.len());
-        let taken: Vec<_> = self.ops.drain(..count).collect();
+        let queued_at = &mut self.queued_at;
         let mut oldest: Option<Instant> = None;
-        let ops = taken
-            .into_iter()
+        let ops = self
+            .ops
+            .drain(..count)
             .map(|(field_key, (op, since))| {
-                self.unqueued(since);
+                uncount(queued_at, since);
                 oldest = Some(oldest.map_or(since, |earlier| earlier.min(since)));
                 (field_key, op)
             })
@@ -251,6 +247,16 @@ impl HashJournal {
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+}
+
+/// Takes one change first queued at `since` off `counts`.
+fn uncount(counts: &mut BTreeMap<Instant, usize>, since: Instant) {
+    if let Some(count) = counts.get_mut(&since) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&since);
+        }
     }
 }
 
