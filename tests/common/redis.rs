@@ -20,21 +20,27 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one on a free port.
+    /// Starts one on a free port. The port is free when asked but may be taken before
+    /// redis-server binds it (tests run in parallel): then it tries another.
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("wasup-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = RedisServer {
-            port,
-            dir,
-            child: None,
-        };
-        server.restart();
-        server
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("free port")
+                .port();
+            let dir =
+                std::env::temp_dir().join(format!("wasup-redis-{port}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("redis dir");
+            let mut server = RedisServer {
+                port,
+                dir,
+                child: None,
+            };
+            if server.launch() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
     }
 
     /// `redis://127.0.0.1:PORT/0`.
@@ -52,6 +58,11 @@ impl RedisServer {
 
     /// Starts it again on the same port and data directory, and waits until it answers.
     pub fn restart(&mut self) {
+        assert!(self.launch(), "redis-server did not start");
+    }
+
+    /// Starts it and waits until it answers; `false` when it exited first (its port was taken).
+    fn launch(&mut self) -> bool {
         self.kill();
         let child = Command::new("redis-server")
             .args([
@@ -80,12 +91,17 @@ impl RedisServer {
         self.child = Some(child);
         let started = Instant::now();
         while !self.answers() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| child.try_wait().ok().flatten().is_some());
+            if exited || started.elapsed() > Duration::from_secs(10) {
+                self.kill();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
+        true
     }
 
     /// Whether it answers PING.
