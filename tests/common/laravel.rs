@@ -371,6 +371,8 @@ async fn batch(
     };
     let stored_answer =
         || HttpResponse::Ok().json(json!({"success": true, "updated": item_count, "failed": 0}));
+    // Held while storing, so whatever a test sees stored is already in the request log.
+    let mut request_log = lock(&state.requests);
     let response = match &behaviour {
         Behaviour::Store | Behaviour::Stall(_) => {
             store_all();
@@ -448,7 +450,7 @@ async fn batch(
             HttpResponse::Ok().json(json!({"success": false, "updated": 0, "failed": item_count}))
         }
     };
-    lock(&state.requests).push(recorded);
+    request_log.push(recorded);
     response
 }
 
