@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].item, message("m"));
         assert_eq!(letters.len(), 1);
-        journal.put("outbox", "s/m", 3, "again".into());
+        journal.put("outbox", "s/m", 3, "again");
         letters.forget_replayed(&taken[0], Some(&mut journal));
         let ops = journal.take(usize::MAX);
         let fields: Vec<&str> = ops.iter().map(|((_, field), _)| field.as_str()).collect();

@@ -7,7 +7,7 @@ use deadpool_redis::redis;
 
 use crate::{
     messages::{Lane, OutboundItem},
-    store::{Keys, PersistQueue, RedisPool, RepeatGate, StoreError, split_stored},
+    store::{Keys, PersistQueue, RedisPool, RepeatGate, StoreError, StoredValue, split_stored},
 };
 
 /// A hash's fields and values, as `HGETALL` answers.
@@ -59,15 +59,16 @@ impl DurableOutbox {
         }
     }
 
-    /// Queues the write of an accepted item.
+    /// Queues the write of an accepted item. It waits as the item itself (sharing a QR's
+    /// rendering) and is serialised when its write is built.
     pub fn record(&mut self, item: &OutboundItem, seq: u64) {
-        // Serialising these plain types cannot fail; if it did, the item still travels in memory.
-        if let Ok(json) = serde_json::to_string(item) {
-            let key = self.keys.outbox(item.lane());
-            self.queue
-                .journal()
-                .put(&key, &item.coalescing_key(), seq, json);
-        }
+        let key = self.keys.outbox(item.lane());
+        self.queue.journal().put(
+            &key,
+            &item.coalescing_key(),
+            seq,
+            StoredValue::json(item.clone()),
+        );
     }
 
     /// Moves a recovered item stored under another field (messages were keyed by session and id

@@ -32,7 +32,7 @@ use crate::{
     session::SessionState,
     store::{
         Keys, PersistQueue, RedisHealthSnapshot, RedisMode, RedisPool, RepeatGate, StoreError,
-        drive_writes,
+        StoredValue, drive_writes,
     },
     supervision::CoreAddr,
 };
@@ -199,9 +199,9 @@ impl CacheActor {
         self
     }
 
-    fn set(&mut self, key: String, value: Value, ttl: Duration, ctx: &mut Context<Self>) {
+    fn set(&mut self, key: String, value: StoredValue, ttl: Duration, ctx: &mut Context<Self>) {
         if let Some((_, queue)) = &mut self.redis {
-            queue.journal().set_expiring(&key, value.to_string(), ttl);
+            queue.journal().set_expiring(&key, value, ttl);
             self.persist(ctx);
         }
     }
@@ -243,7 +243,7 @@ impl CacheActor {
         let queued = self
             .redis
             .as_ref()
-            .and_then(|(_, queue)| queue.queued_value(&key).map(str::to_string));
+            .and_then(|(_, queue)| queue.queued_value(&key));
         let pool = self.redis.as_ref().map(|(pool, _)| pool.clone());
         async move {
             if queued.is_some() {
@@ -356,20 +356,28 @@ impl Handler<CacheUpdate> for CacheActor {
         let (key, value, ttl) = match update.entry {
             CacheEntry::Qr { qr, digest } => (
                 self.keys.qr(id),
-                json!({"qr": qr, "digest": digest, "timestamp": timestamp}),
+                StoredValue::json(CachedQr {
+                    qr,
+                    digest,
+                    timestamp,
+                }),
                 self.config.qr_ttl,
             ),
             CacheEntry::Status { estado_qr } => {
                 self.remember(id, lookup::counts_as_active(estado_qr.as_str()));
                 (
                     self.keys.status(id),
-                    json!({"estado_qr": estado_qr, "timestamp": timestamp}),
+                    json!({"estado_qr": estado_qr, "timestamp": timestamp})
+                        .to_string()
+                        .into(),
                     self.config.status_ttl,
                 )
             }
             CacheEntry::Connection { state } => (
                 self.keys.connection(id),
-                json!({"state": state, "timestamp": timestamp}),
+                json!({"state": state, "timestamp": timestamp})
+                    .to_string()
+                    .into(),
                 self.config.connection_ttl,
             ),
             CacheEntry::Info {
@@ -378,12 +386,26 @@ impl Handler<CacheUpdate> for CacheActor {
                 phone,
             } => (
                 self.keys.info(id),
-                json!({"user_id": user_id, "engine": engine, "phone": phone, "timestamp": timestamp}),
+                json!({"user_id": user_id, "engine": engine, "phone": phone, "timestamp": timestamp})
+                    .to_string()
+                    .into(),
                 self.config.info_ttl,
             ),
         };
         self.set(key, value, ttl, ctx);
     }
+}
+
+/// A session's last forwarded QR as the cache stores it (`wasup:qr:{id}`). It waits for its
+/// write holding the session's rendering, not a copy of it.
+#[derive(Debug, Serialize)]
+struct CachedQr {
+    /// The PNG data URL.
+    qr: Arc<str>,
+    /// Digest of the raw QR text, for dedupe across runs and nodes.
+    digest: String,
+    /// When it was forwarded, in ms since the epoch.
+    timestamp: u64,
 }
 
 /// The digest of the last QR forwarded for a session, by any run or node.
@@ -468,7 +490,9 @@ impl Handler<IsSessionActive> for CacheActor {
                         let ttl = actor.config.status_ttl;
                         actor.set(
                             key,
-                            json!({"estado_qr": estado, "timestamp": unix_millis()}),
+                            json!({"estado_qr": estado, "timestamp": unix_millis()})
+                                .to_string()
+                                .into(),
                             ttl,
                             ctx,
                         );

@@ -5,6 +5,7 @@
 //! so Redis being down costs memory bounded by the number of fields, never by outage length.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -15,7 +16,7 @@ use deadpool_redis::redis;
 use futures_util::future::LocalBoxFuture;
 use indexmap::IndexMap;
 
-use super::{RedisPool, StoreError};
+use super::{RedisPool, StoreError, StoredValue};
 use crate::{messages::unix_millis, sink::backoff_delay};
 
 /// Deletes a hash field only if its stored sequence number is not newer than the one acknowledged
@@ -64,7 +65,7 @@ pub enum JournalOp {
         /// Sequence number of the value.
         seq: u64,
         /// The payload.
-        value: String,
+        value: StoredValue,
     },
     /// Delete the field; with `up_to_seq`, only if what is stored is not newer.
     Remove {
@@ -74,7 +75,7 @@ pub enum JournalOp {
     /// A plain key (not a hash field) set to `value`, expiring after `ttl`.
     Expiring {
         /// The value.
-        value: String,
+        value: StoredValue,
         /// Time to live.
         ttl: Duration,
     },
@@ -116,10 +117,13 @@ impl HashJournal {
     }
 
     /// Queues a store of `value` (replacing whatever was queued for the field).
-    pub fn put(&mut self, key: &str, field: &str, seq: u64, value: String) {
+    pub fn put(&mut self, key: &str, field: &str, seq: u64, value: impl Into<StoredValue>) {
         self.upsert(
             (key.to_string(), field.to_string()),
-            JournalOp::Put { seq, value },
+            JournalOp::Put {
+                seq,
+                value: value.into(),
+            },
             Instant::now(),
         );
     }
@@ -158,18 +162,21 @@ impl HashJournal {
     }
 
     /// Queues `SET key value PX ttl` (a cache entry; the field part of its journal key is empty).
-    pub fn set_expiring(&mut self, key: &str, value: String, ttl: Duration) {
+    pub fn set_expiring(&mut self, key: &str, value: impl Into<StoredValue>, ttl: Duration) {
         self.upsert(
             (key.to_string(), String::new()),
-            JournalOp::Expiring { value, ttl },
+            JournalOp::Expiring {
+                value: value.into(),
+                ttl,
+            },
             Instant::now(),
         );
     }
 
     /// The value queued for a plain key, not yet written (read-your-writes for caches).
-    pub fn queued_value(&self, key: &str) -> Option<&str> {
+    pub fn queued_value(&self, key: &str) -> Option<String> {
         match self.ops.get(&(key.to_string(), String::new())) {
-            Some((JournalOp::Expiring { value, .. }, _)) => Some(value),
+            Some((JournalOp::Expiring { value, .. }, _)) => value.render().map(Cow::into_owned),
             _ => None,
         }
     }
@@ -375,7 +382,7 @@ impl PersistQueue {
     }
 
     /// A cache value queued and not yet written (read-your-writes).
-    pub fn queued_value(&self, key: &str) -> Option<&str> {
+    pub fn queued_value(&self, key: &str) -> Option<String> {
         self.journal.queued_value(key)
     }
 
@@ -397,17 +404,24 @@ impl PersistQueue {
         for ((key, field), op) in &ops {
             match op {
                 JournalOp::Put { seq, value } => {
-                    pipeline.hset(key, field, format!("{seq}|{value}")).ignore();
+                    // A value that cannot be serialised is not written; the item it records
+                    // still travels in memory.
+                    if let Some(stored) = value.render_after(&format!("{seq}|")) {
+                        pipeline.hset(key, field, stored).ignore();
+                    }
                 }
                 JournalOp::Remove { up_to_seq: None } => {
                     pipeline.hdel(key, field).ignore();
                 }
                 JournalOp::Expiring { value, ttl } => {
+                    let Some(text) = value.render() else {
+                        continue;
+                    };
                     let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
                     pipeline
                         .cmd("SET")
                         .arg(key)
-                        .arg(value)
+                        .arg(&*text)
                         .arg("PX")
                         .arg(millis)
                         .ignore();
@@ -506,8 +520,8 @@ mod tests {
     #[test]
     fn the_latest_change_of_a_field_wins_but_a_newer_put_survives_an_older_ack() {
         let mut journal = HashJournal::default();
-        journal.put("k", "a", 1, "one".into());
-        journal.put("k", "a", 2, "two".into());
+        journal.put("k", "a", 1, "one");
+        journal.put("k", "a", 2, "two");
         journal.remove("k", "a", Some(1));
         assert_eq!(
             only_op(&mut journal),
@@ -517,7 +531,7 @@ mod tests {
             }
         );
 
-        journal.put("k", "a", 3, "three".into());
+        journal.put("k", "a", 3, "three");
         journal.remove("k", "a", Some(3));
         assert_eq!(
             only_op(&mut journal),
@@ -529,10 +543,10 @@ mod tests {
     fn writes_take_a_bounded_share_longest_waiting_first() {
         let mut journal = HashJournal::default();
         for field in 0..2_500 {
-            journal.put("k", &field.to_string(), 1, "v".into());
+            journal.put("k", &field.to_string(), 1, "v");
         }
         // A field queued again keeps its place.
-        journal.put("k", "0", 2, "newer".into());
+        journal.put("k", "0", 2, "newer");
         let first = journal.take(MAX_OPS_PER_WRITE);
         assert_eq!(first.len(), MAX_OPS_PER_WRITE);
         assert_eq!(first[0].0.1, "0");
@@ -552,11 +566,11 @@ mod tests {
     fn the_oldest_unwritten_change_is_known_through_takes_give_backs_and_removals() {
         let mut journal = HashJournal::default();
         assert_eq!(journal.oldest_queued(), None);
-        journal.put("k", "a", 1, "one".into());
+        journal.put("k", "a", 1, "one");
         let first = journal.oldest_queued().expect("a waits");
         let asked = Instant::now();
-        journal.put("k", "b", 1, "one".into());
-        journal.put("k", "a", 2, "two".into());
+        journal.put("k", "b", 1, "one");
+        journal.put("k", "a", 2, "two");
         assert_eq!(
             journal.oldest_queued(),
             Some(first),
@@ -577,7 +591,7 @@ mod tests {
         journal.take(usize::MAX);
         assert_eq!(journal.oldest_queued(), None);
 
-        journal.put("k", "c", 1, "one".into());
+        journal.put("k", "c", 1, "one");
         let queued = journal.oldest_queued().expect("c waits");
         journal.remove_behind("k", "c");
         assert!(journal.oldest_queued().expect("the removal waits") >= queued);
@@ -588,8 +602,8 @@ mod tests {
     #[test]
     fn a_failed_write_goes_back_under_newer_changes() {
         let mut journal = HashJournal::default();
-        journal.put("k", "a", 1, "one".into());
-        journal.put("k", "b", 1, "one".into());
+        journal.put("k", "a", 1, "one");
+        journal.put("k", "b", 1, "one");
         let failed = journal.take(usize::MAX);
         journal.remove("k", "a", Some(1));
         journal.give_back(failed, Instant::now());
@@ -612,11 +626,11 @@ mod tests {
     #[test]
     fn a_failed_write_goes_back_first_in_line_in_its_order() {
         let mut journal = HashJournal::default();
-        journal.put("outbox", "a", 1, "one".into());
-        journal.put("outbox", "b", 1, "one".into());
+        journal.put("outbox", "a", 1, "one");
+        journal.put("outbox", "b", 1, "one");
         let failed = journal.take(usize::MAX);
         journal.remove("dead", "a", None);
-        journal.put("outbox", "b", 2, "two".into());
+        journal.put("outbox", "b", 2, "two");
         journal.give_back(failed, Instant::now());
         let order: Vec<(String, String)> = journal
             .take(usize::MAX)
@@ -636,11 +650,11 @@ mod tests {
     #[test]
     fn a_delete_queued_behind_a_failed_write_stays_behind_it() {
         let mut journal = HashJournal::default();
-        journal.put("dead", "f", 1, "letter".into());
+        journal.put("dead", "f", 1, "letter");
         journal.remove("outbox", "k", Some(1));
         let failed = journal.take(usize::MAX);
         // A replay meanwhile: the item back in the outbox, then its dead letter removed.
-        journal.put("outbox", "k", 2, "again".into());
+        journal.put("outbox", "k", 2, "again");
         journal.remove_behind("dead", "f");
         journal.give_back(failed, Instant::now());
         let order: Vec<(String, JournalOp)> = journal
@@ -668,10 +682,10 @@ mod tests {
         assert_eq!(delays.quantile_ms(0.8), Some(5));
         assert_eq!(delays.quantile_ms(1.0), Some(40), "never above the maximum");
         let mut journal = HashJournal::default();
-        journal.put("k", "a", 1, "one".into());
+        journal.put("k", "a", 1, "one");
         let queued = Instant::now();
-        journal.put("k", "b", 1, "one".into());
-        journal.put("k", "a", 2, "two".into());
+        journal.put("k", "b", 1, "one");
+        journal.put("k", "a", 2, "two");
         let (_, oldest) = journal.take_timed(usize::MAX);
         assert!(
             oldest.is_some_and(|oldest| oldest <= queued),

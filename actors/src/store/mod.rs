@@ -6,6 +6,7 @@ mod journal;
 mod keys;
 mod pool;
 mod repeat_gate;
+mod value;
 
 pub use config::{RedisConfig, RedisMode};
 pub use journal::{
@@ -15,3 +16,4 @@ pub use journal::{
 pub use keys::Keys;
 pub use pool::{RedisHealth, RedisHealthSnapshot, RedisPool, StoreError};
 pub use repeat_gate::{REPEAT_LOG_EVERY, RepeatGate, say_not_readable_yet};
+pub use value::{LazyJson, StoredValue};
