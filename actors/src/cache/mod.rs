@@ -367,17 +367,13 @@ impl Handler<CacheUpdate> for CacheActor {
                 self.remember(id, lookup::counts_as_active(estado_qr.as_str()));
                 (
                     self.keys.status(id),
-                    json!({"estado_qr": estado_qr, "timestamp": timestamp})
-                        .to_string()
-                        .into(),
+                    StoredValue::json(json!({"estado_qr": estado_qr, "timestamp": timestamp})),
                     self.config.status_ttl,
                 )
             }
             CacheEntry::Connection { state } => (
                 self.keys.connection(id),
-                json!({"state": state, "timestamp": timestamp})
-                    .to_string()
-                    .into(),
+                StoredValue::json(json!({"state": state, "timestamp": timestamp})),
                 self.config.connection_ttl,
             ),
             CacheEntry::Info {
@@ -386,9 +382,9 @@ impl Handler<CacheUpdate> for CacheActor {
                 phone,
             } => (
                 self.keys.info(id),
-                json!({"user_id": user_id, "engine": engine, "phone": phone, "timestamp": timestamp})
-                    .to_string()
-                    .into(),
+                StoredValue::json(
+                    json!({"user_id": user_id, "engine": engine, "phone": phone, "timestamp": timestamp}),
+                ),
                 self.config.info_ttl,
             ),
         };
@@ -490,9 +486,9 @@ impl Handler<IsSessionActive> for CacheActor {
                         let ttl = actor.config.status_ttl;
                         actor.set(
                             key,
-                            json!({"estado_qr": estado, "timestamp": unix_millis()})
-                                .to_string()
-                                .into(),
+                            StoredValue::json(
+                                json!({"estado_qr": estado, "timestamp": unix_millis()}),
+                            ),
                             ttl,
                             ctx,
                         );
