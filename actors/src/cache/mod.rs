@@ -7,9 +7,11 @@
 //! no event costs a Redis round trip of its own. With Redis down, the local tier serves.
 
 mod config;
+mod entries;
 mod lookup;
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::{
         Arc,
@@ -21,10 +23,11 @@ use std::{
 use actix::prelude::*;
 use deadpool_redis::redis;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use slog::{Logger, info, warn};
 
 pub use config::CacheConfig;
+use entries::{CachedConnection, CachedInfo, CachedQr, CachedStatus};
 pub use lookup::LaravelStatusLookup;
 
 use crate::{
@@ -367,13 +370,16 @@ impl Handler<CacheUpdate> for CacheActor {
                 self.remember(id, lookup::counts_as_active(estado_qr.as_str()));
                 (
                     self.keys.status(id),
-                    StoredValue::json(json!({"estado_qr": estado_qr, "timestamp": timestamp})),
+                    StoredValue::json(CachedStatus {
+                        estado_qr: Cow::Borrowed(estado_qr.as_str()),
+                        timestamp,
+                    }),
                     self.config.status_ttl,
                 )
             }
             CacheEntry::Connection { state } => (
                 self.keys.connection(id),
-                StoredValue::json(json!({"state": state, "timestamp": timestamp})),
+                StoredValue::json(CachedConnection { state, timestamp }),
                 self.config.connection_ttl,
             ),
             CacheEntry::Info {
@@ -382,26 +388,17 @@ impl Handler<CacheUpdate> for CacheActor {
                 phone,
             } => (
                 self.keys.info(id),
-                StoredValue::json(
-                    json!({"user_id": user_id, "engine": engine, "phone": phone, "timestamp": timestamp}),
-                ),
+                StoredValue::json(CachedInfo {
+                    engine,
+                    phone,
+                    timestamp,
+                    user_id,
+                }),
                 self.config.info_ttl,
             ),
         };
         self.set(key, value, ttl, ctx);
     }
-}
-
-/// A session's last forwarded QR as the cache stores it (`wasup:qr:{id}`). It waits for its
-/// write holding the session's rendering, not a copy of it.
-#[derive(Debug, Serialize)]
-struct CachedQr {
-    /// The PNG data URL.
-    qr: Arc<str>,
-    /// Digest of the raw QR text, for dedupe across runs and nodes.
-    digest: String,
-    /// When it was forwarded, in ms since the epoch.
-    timestamp: u64,
 }
 
 /// The digest of the last QR forwarded for a session, by any run or node.
@@ -486,9 +483,10 @@ impl Handler<IsSessionActive> for CacheActor {
                         let ttl = actor.config.status_ttl;
                         actor.set(
                             key,
-                            StoredValue::json(
-                                json!({"estado_qr": estado, "timestamp": unix_millis()}),
-                            ),
+                            StoredValue::json(CachedStatus {
+                                estado_qr: Cow::Owned(estado.clone()),
+                                timestamp: unix_millis(),
+                            }),
                             ttl,
                             ctx,
                         );
