@@ -2,12 +2,19 @@
 //! all, then `timed_out`), pairing through a "scan", disconnects with any reason, reconnects.
 //! Used by tests, demos and load benchmarks; its schedule is configurable so tests run fast.
 
-use std::{cell::Cell, path::PathBuf, rc::Rc, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    path::PathBuf,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
 
 use base64::Engine as _;
 use futures_util::future::{LocalBoxFuture, ready};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use wasup_actors::engine::{
     DisconnectReason, Engine, EngineError, EngineEvent, EngineFactory, EngineSpec, EventSender,
     MessagesAck, ReceivedMessage, SimulatedAction,
@@ -71,14 +78,17 @@ impl SimulatedSettings {
 
 /// Builds simulated engines.
 pub struct SimulatedEngineFactory {
-    /// The schedule every engine follows.
-    settings: SimulatedSettings,
+    /// The schedule every engine follows (one copy shared by all: at 100k sessions a copy each
+    /// would cost megabytes).
+    settings: Arc<SimulatedSettings>,
 }
 
 impl SimulatedEngineFactory {
     /// A factory with this schedule.
     pub fn new(settings: SimulatedSettings) -> Self {
-        Self { settings }
+        Self {
+            settings: Arc::new(settings),
+        }
     }
 }
 
@@ -89,7 +99,7 @@ impl EngineFactory for SimulatedEngineFactory {
 
     fn create(&self, spec: &EngineSpec, events: EventSender) -> Box<dyn Engine> {
         Box::new(SimulatedEngine {
-            settings: self.settings.clone(),
+            settings: Arc::clone(&self.settings),
             events,
             credentials: Rc::new(Credentials::load(spec.store_dir.join(CREDENTIALS_FILE))),
             qr_seed: self
@@ -159,18 +169,56 @@ enum ConnectionCommand {
     Disconnect(DisconnectReason),
 }
 
+/// Commands waiting for a connection's task: a queue and a wake-up, shared on the session's
+/// thread. A tokio channel would do the same at about five times the memory (its halves are
+/// cache-padded for threads this never crosses), once per session.
+#[derive(Default)]
+struct ConnectionInbox {
+    /// Commands not yet taken, oldest first.
+    queue: RefCell<VecDeque<ConnectionCommand>>,
+    /// Wakes the task when a command arrives (a wake-up sent before it waits is kept).
+    arrived: Notify,
+}
+
+/// Commands a connection holds before it takes them: its task ends on the first scan or
+/// disconnect, so more than a few waiting means a client is hammering `simulate`.
+const INBOX_CAPACITY: usize = 8;
+
+impl ConnectionInbox {
+    /// Queues `command`, or hands it back when the inbox is full.
+    fn push(&self, command: ConnectionCommand) -> Result<(), ConnectionCommand> {
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() >= INBOX_CAPACITY {
+            return Err(command);
+        }
+        queue.push_back(command);
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// The next command, waiting for one if none is queued.
+    async fn next(&self) -> ConnectionCommand {
+        loop {
+            if let Some(command) = self.queue.borrow_mut().pop_front() {
+                return command;
+            }
+            self.arrived.notified().await;
+        }
+    }
+}
+
 /// One simulated connection's task and its command inbox.
 struct Connection {
     /// The task emitting this connection's events.
     task: tokio::task::JoinHandle<()>,
     /// Scan / disconnect commands for the task.
-    commands: mpsc::UnboundedSender<ConnectionCommand>,
+    commands: Rc<ConnectionInbox>,
 }
 
 /// One simulated session.
 struct SimulatedEngine {
     /// The schedule.
-    settings: SimulatedSettings,
+    settings: Arc<SimulatedSettings>,
     /// Where events go.
     events: EventSender,
     /// Whether a phone paired (stored on disk): reconnects skip the QR.
@@ -251,13 +299,13 @@ impl Engine for SimulatedEngine {
 
     fn connect(&mut self) -> LocalBoxFuture<'static, Result<(), EngineError>> {
         self.close();
-        let (commands, inbox) = mpsc::unbounded_channel();
+        let commands = Rc::new(ConnectionInbox::default());
         let task = actix_rt::spawn(run_connection(
-            self.settings.clone(),
+            Arc::clone(&self.settings),
             self.events.clone(),
             Rc::clone(&self.credentials),
             self.qr_seed,
-            inbox,
+            Rc::clone(&commands),
         ));
         self.connection = Some(Connection { task, commands });
         Box::pin(ready(Ok(())))
@@ -339,8 +387,13 @@ impl Engine for SimulatedEngine {
             SimulatedAction::Disconnect(reason) => ConnectionCommand::Disconnect(reason),
         };
         let connection = self.connection.as_ref().ok_or(EngineError::Stopped)?;
-        connection.commands.send(command).map_err(|_| {
-            EngineError::Failed("the connection is closed; try again once it reconnects".into())
+        if connection.task.is_finished() {
+            return Err(EngineError::Failed(
+                "the connection is closed; try again once it reconnects".into(),
+            ));
+        }
+        connection.commands.push(command).map_err(|_| {
+            EngineError::Failed("the connection has commands waiting; try again shortly".into())
         })
     }
 }
@@ -348,17 +401,17 @@ impl Engine for SimulatedEngine {
 /// One connection's life: QR rotation until a scan, a disconnect or the last QR's expiry; or,
 /// once paired, an open connection until told to drop.
 async fn run_connection(
-    settings: SimulatedSettings,
+    settings: Arc<SimulatedSettings>,
     events: EventSender,
     credentials: Rc<Credentials>,
     qr_seed: Option<u64>,
-    mut inbox: mpsc::UnboundedReceiver<ConnectionCommand>,
+    inbox: Rc<ConnectionInbox>,
 ) {
     let _ = if credentials.is_paired() {
-        stay_connected(&settings, &events, &credentials, &mut inbox).await
+        stay_connected(&settings, &events, &credentials, &inbox).await
     } else {
         let mut rng = qr_seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-        rotate_qr_codes(&settings, &events, &credentials, &mut rng, &mut inbox).await
+        rotate_qr_codes(&settings, &events, &credentials, &mut rng, &inbox).await
     };
 }
 
@@ -366,19 +419,18 @@ async fn stay_connected(
     settings: &SimulatedSettings,
     events: &EventSender,
     credentials: &Credentials,
-    inbox: &mut mpsc::UnboundedReceiver<ConnectionCommand>,
+    inbox: &ConnectionInbox,
 ) -> Result<(), EngineError> {
     actix_rt::time::sleep(settings.connect_delay).await;
     events.send(EngineEvent::Connected).await?;
-    while let Some(action) = inbox.recv().await {
-        if let ConnectionCommand::Disconnect(reason) = action {
+    loop {
+        if let ConnectionCommand::Disconnect(reason) = inbox.next().await {
             if reason == DisconnectReason::LoggedOut {
                 credentials.forget();
             }
             return events.send(EngineEvent::Disconnected { reason }).await;
         }
     }
-    Ok(())
 }
 
 async fn rotate_qr_codes(
@@ -386,7 +438,7 @@ async fn rotate_qr_codes(
     events: &EventSender,
     credentials: &Credentials,
     rng: &mut fastrand::Rng,
-    inbox: &mut mpsc::UnboundedReceiver<ConnectionCommand>,
+    inbox: &ConnectionInbox,
 ) -> Result<(), EngineError> {
     for index in 0..settings.qr_refs {
         let valid_for = if index == 0 {
@@ -408,17 +460,16 @@ async fn rotate_qr_codes(
             .await?;
         tokio::select! {
             () = actix_rt::time::sleep(valid_for) => {}
-            action = inbox.recv() => match action {
-                Some(ConnectionCommand::Scan) => {
+            action = inbox.next() => match action {
+                ConnectionCommand::Scan => {
                     let phone = random_phone();
                     credentials.store(&phone)?;
                     events.send(EngineEvent::Paired { phone: Some(phone) }).await?;
                     return events.send(EngineEvent::Disconnected { reason: DisconnectReason::RestartRequired }).await;
                 }
-                Some(ConnectionCommand::Disconnect(reason)) => {
+                ConnectionCommand::Disconnect(reason) => {
                     return events.send(EngineEvent::Disconnected { reason }).await;
                 }
-                None => return Ok(()),
             },
         }
     }
