@@ -1,12 +1,11 @@
 //! Events that cross actors: what a session tells the batching pipeline, and the items Laravel receives.
 
-use std::{
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix::Message;
 use serde::{Deserialize, Serialize};
+
+use crate::qr_image::QrDataUrl;
 
 /// Identifier of one WhatsApp session (one customer phone).
 pub type SessionId = String;
@@ -106,7 +105,7 @@ pub enum Payload {
     Qr {
         /// The PNG data URL, shared with the session (which answers `GET /sessions/{id}/qr`
         /// with the same rendering) and the cache: rendered once per QR.
-        qr: Arc<str>,
+        qr: QrDataUrl,
         /// When WhatsApp stops accepting this QR, in ms since the epoch; a QR that would reach
         /// Laravel later is not sent. Items stored by older versions lack it (0: already stale).
         #[serde(default)]
@@ -287,7 +286,7 @@ mod tests {
         let qr = OutboundItem {
             session_id: "abc".into(),
             payload: Payload::Qr {
-                qr: "data:image/png;base64,AAAA".into(),
+                qr: QrDataUrl::parse("data:image/png;base64,AAAA").expect("a data URL"),
                 expires_at: 20_000,
             },
             user_id: Some(7),

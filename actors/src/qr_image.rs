@@ -1,8 +1,15 @@
 //! Renders a raw QR string as the `data:image/png;base64,...` URL Laravel stores.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// QR codes rendered by this process (`wasup_qr_renders_total`): each QR is rendered once at
 /// most, so this stays at or below the QRs forwarded plus those only asked for through the API.
@@ -27,6 +34,67 @@ pub enum QrImageError {
     /// Compressing the pixels failed.
     #[error("cannot compress the QR pixels: {0}")]
     Deflate(String),
+}
+
+/// A rendered QR, kept as its PNG bytes and shown as the `data:image/png;base64,...` URL Laravel
+/// stores. Every pending session holds one: as base64 it would be a third larger, so the URL is
+/// written out only where a request, a cache write or an API answer is built. Clones share it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QrDataUrl(Arc<[u8]>);
+
+impl QrDataUrl {
+    /// Renders `text` (counted in [`renders_total`]).
+    pub fn render(text: &str) -> Result<Self, QrImageError> {
+        Ok(Self::from_png(qr_png(text)?))
+    }
+
+    /// The rendering of these PNG bytes.
+    pub fn from_png(png: Vec<u8>) -> Self {
+        Self(png.into())
+    }
+
+    /// The PNG itself (what `GET /sessions/{id}/qr` serves as `image/png`).
+    pub fn png(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The PNG inside a data URL made by [`QrDataUrl`] or [`qr_data_url`], if it is one.
+    pub fn parse(url: &str) -> Option<Self> {
+        png_of_data_url(url).map(Self::from_png)
+    }
+}
+
+impl fmt::Display for QrDataUrl {
+    /// The data URL, base64 written straight into the output.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(DATA_URL_PREFIX)?;
+        let encoded = base64::display::Base64Display::new(
+            &self.0,
+            &base64::engine::general_purpose::STANDARD,
+        );
+        fmt::Display::fmt(&encoded, formatter)
+    }
+}
+
+impl fmt::Debug for QrDataUrl {
+    /// Only the size: a QR is a secret for as long as it lives (logs never show one).
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "QrDataUrl({} PNG bytes)", self.0.len())
+    }
+}
+
+impl Serialize for QrDataUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for QrDataUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let url = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Self::parse(&url)
+            .ok_or_else(|| serde::de::Error::custom("the QR is not a base64 PNG data URL"))
+    }
 }
 
 /// Encodes `text` as a black-on-white PNG and returns it as a data URL.
@@ -291,5 +359,22 @@ mod tests {
     #[test]
     fn different_texts_give_different_images() {
         assert_ne!(qr_data_url("a").ok(), qr_data_url("b").ok());
+    }
+
+    #[test]
+    fn a_kept_rendering_reads_and_writes_as_the_data_url() {
+        let kept = QrDataUrl::render("2@abc,def,ghi,jkl").expect("renders");
+        let url = qr_data_url("2@abc,def,ghi,jkl").expect("renders");
+        assert_eq!(kept.to_string(), url);
+        let json = serde_json::to_string(&kept).expect("serialises");
+        assert_eq!(json, format!("\"{url}\""));
+        let back: QrDataUrl = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, kept);
+        assert_eq!(&back.png()[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(serde_json::from_str::<QrDataUrl>("\"data:x\"").is_err());
+        assert!(
+            !format!("{kept:?}").contains("base64"),
+            "Debug never shows the image"
+        );
     }
 }

@@ -3,10 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::Deserialize;
-use wasup_actors::{
-    qr_image::png_of_data_url,
-    session::{CurrentQr, RequestPairCode},
-};
+use wasup_actors::session::{CurrentQr, RequestPairCode};
 
 #[allow(unused_imports)]
 use super::schema::ErrorBody;
@@ -34,8 +31,7 @@ pub async fn current_qr(
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     let expires_in = qr.expires_in_ms.div_ceil(1000);
     if wants_png(&request) {
-        let png = png_of_data_url(&qr.qr)
-            .ok_or_else(|| ApiError::Unavailable("the QR rendering is unreadable".into()))?;
+        let png = qr.qr.png().to_vec();
         return Ok(HttpResponse::Ok()
             .content_type("image/png")
             .insert_header((header::CACHE_CONTROL, "no-store"))

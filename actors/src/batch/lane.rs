@@ -533,7 +533,7 @@ mod tests {
         OutboundItem {
             session_id: session.into(),
             payload: Payload::Qr {
-                qr: "data:image/png;base64,AAAA".into(),
+                qr: crate::qr_image::QrDataUrl::from_png(vec![0; 3]),
                 expires_at,
             },
             user_id: None,

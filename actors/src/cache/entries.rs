@@ -5,11 +5,11 @@
 //! Fields are declared in alphabetical order so the JSON is byte-for-byte what the earlier
 //! `json!` maps produced.
 
-use std::{borrow::Cow, sync::Arc};
+use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::session::SessionState;
+use crate::{qr_image::QrDataUrl, session::SessionState};
 
 /// `wasup:qr:{id}`: a session's last forwarded QR. It holds the session's rendering, not a copy.
 #[derive(Debug, Serialize)]
@@ -17,7 +17,7 @@ pub(super) struct CachedQr {
     /// Digest of the raw QR text, for dedupe across runs and nodes.
     pub(super) digest: String,
     /// The PNG data URL.
-    pub(super) qr: Arc<str>,
+    pub(super) qr: QrDataUrl,
     /// When it was forwarded, in ms since the epoch.
     pub(super) timestamp: u64,
 }
@@ -81,12 +81,12 @@ mod tests {
         );
         let qr = CachedQr {
             digest: "ab".into(),
-            qr: "data:image/png;base64,AA".into(),
+            qr: QrDataUrl::from_png(vec![1, 2, 3]),
             timestamp: 7,
         };
         assert_eq!(
             serde_json::to_string(&qr).expect("serialises"),
-            json!({"qr": "data:image/png;base64,AA", "digest": "ab", "timestamp": 7}).to_string()
+            json!({"qr": "data:image/png;base64,AQID", "digest": "ab", "timestamp": 7}).to_string()
         );
     }
 }

@@ -46,7 +46,7 @@ pub enum CacheEntry {
     /// A QR was forwarded.
     Qr {
         /// The PNG data URL (the session's one rendering, shared).
-        qr: std::sync::Arc<str>,
+        qr: crate::qr_image::QrDataUrl,
         /// Digest of the raw QR text, for dedupe.
         digest: String,
     },

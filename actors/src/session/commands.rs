@@ -108,7 +108,7 @@ pub struct QrView {
     /// The raw QR text.
     pub raw: String,
     /// Its PNG data URL: the rendering Laravel gets (made once per QR).
-    pub qr: std::sync::Arc<str>,
+    pub qr: crate::qr_image::QrDataUrl,
     /// Milliseconds until it expires.
     pub expires_in_ms: u64,
 }

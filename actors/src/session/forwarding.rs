@@ -2,10 +2,7 @@
 //! storm-guard, and hold what the full batch mailbox cannot take yet (the latest per lane),
 //! retrying shortly; received messages are confirmed to the engine once in the durable outbox.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use slog::warn;
@@ -99,7 +96,7 @@ impl SessionActor {
             Ok(qr) => {
                 self.qr_forwarded += 1;
                 self.tell_cache(CacheEntry::Qr {
-                    qr: Arc::clone(&qr),
+                    qr: qr.clone(),
                     digest: qr_digest(code),
                 });
                 self.held.qr = Some(QrCode {

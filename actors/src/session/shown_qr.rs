@@ -1,14 +1,11 @@
 //! The QR a session shows now: its text, when it expires, and its one rendering (made when the
 //! QR is first forwarded or asked for, then shared by the batch item, the cache and the API).
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
     messages::unix_millis,
-    qr_image::{QrImageError, qr_data_url},
+    qr_image::{QrDataUrl, QrImageError},
 };
 
 /// The QR shown now.
@@ -20,8 +17,8 @@ pub(super) struct ShownQr {
     pub(super) expires_at: Instant,
     /// The same instant in ms since the epoch, as Laravel gets it in `expires_at`.
     pub(super) expires_at_ms: u64,
-    /// The PNG data URL, once rendered: no QR is rendered twice.
-    image: Option<Arc<str>>,
+    /// The rendering, once made: no QR is rendered twice.
+    image: Option<QrDataUrl>,
 }
 
 impl ShownQr {
@@ -37,13 +34,13 @@ impl ShownQr {
     }
 
     /// The rendering, made on first use (counted in `renders`).
-    pub(super) fn rendered(&mut self, renders: &mut u64) -> Result<Arc<str>, QrImageError> {
+    pub(super) fn rendered(&mut self, renders: &mut u64) -> Result<QrDataUrl, QrImageError> {
         if let Some(image) = &self.image {
-            return Ok(Arc::clone(image));
+            return Ok(image.clone());
         }
         *renders += 1;
-        let image: Arc<str> = qr_data_url(&self.raw)?.into();
-        self.image = Some(Arc::clone(&image));
+        let image = QrDataUrl::render(&self.raw)?;
+        self.image = Some(image.clone());
         Ok(image)
     }
 }
@@ -59,9 +56,12 @@ mod tests {
         let mut renders = 0;
         let first = shown.rendered(&mut renders).expect("renders");
         let second = shown.rendered(&mut renders).expect("renders");
-        assert!(Arc::ptr_eq(&first, &second));
+        assert!(
+            std::ptr::eq(first.png(), second.png()),
+            "one rendering, shared"
+        );
         assert_eq!(renders, 1);
-        assert!(first.starts_with("data:image/png;base64,"));
+        assert!(first.to_string().starts_with("data:image/png;base64,"));
         assert!(shown.expires_at_ms >= unix_millis() + 19_000);
     }
 }

@@ -468,7 +468,7 @@ mod tests {
         let qr = item(
             "a",
             Payload::Qr {
-                qr: "data:x".into(),
+                qr: crate::qr_image::QrDataUrl::from_png(vec![1]),
                 expires_at: 9,
             },
         );
